@@ -1,0 +1,57 @@
+"""hh_exporter: ship LLM observability events to HoneyHive from asyncio, in the background.
+
+The public API is exactly ``__all__``; every implementation module is private.
+"""
+
+from ._config import DEFAULT_API_URL, ExporterConfig, OverflowPolicy
+from ._errors import (
+    BufferFullError,
+    ConfigError,
+    ConnectError,
+    EventError,
+    EventTooLargeError,
+    ExporterClosedError,
+    HHExporterError,
+    RequestTimeoutError,
+    TransportError,
+)
+from ._exporter import Exporter, Session
+from ._models import BatchResponse, Event, ModelEvent, SessionProperties
+from ._stats import DROP_REASONS, DropNotice, DropReason, ExporterStats
+from ._transport import AiohttpTransport, Response, Transport
+from ._version import __version__
+
+__all__ = [
+    "DEFAULT_API_URL",
+    "DROP_REASONS",
+    "AiohttpTransport",
+    "BatchResponse",
+    "BufferFullError",
+    "ConfigError",
+    "ConnectError",
+    "DropNotice",
+    "DropReason",
+    "Event",
+    "EventError",
+    "EventTooLargeError",
+    "Exporter",
+    "ExporterClosedError",
+    "ExporterConfig",
+    "ExporterStats",
+    "HHExporterError",
+    "ModelEvent",
+    "OverflowPolicy",
+    "RequestTimeoutError",
+    "Response",
+    "Session",
+    "Transport",
+    "TransportError",
+    "__version__",
+]
+
+# Reprs and docs show hh_exporter.Exporter, not hh_exporter._exporter.Exporter.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj

@@ -1,0 +1,170 @@
+"""Exporter configuration: frozen, keyword-only, float seconds, validated at construction.
+
+The environment is read here and nowhere else. An explicit argument always wins over the
+environment variable of the official SDK (``HH_API_KEY``, ``HH_API_URL``, ``HH_PROJECT``,
+``HH_SOURCE``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import warnings
+from collections.abc import Mapping
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from ._errors import ConfigError
+
+__all__ = ["DEFAULT_API_URL", "ExporterConfig", "OverflowPolicy"]
+
+DEFAULT_API_URL = "https://api.honeyhive.ai"
+OverflowPolicy = Literal["drop_newest", "drop_oldest"]
+_MiB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class ExporterConfig:
+    """Every setting of an :class:`~hh_exporter.Exporter`, with its default.
+
+    Durations are float seconds. Build one with :meth:`from_env` to fill unset values from the
+    environment; the constructor alone never reads it.
+
+    Args:
+        api_key: Bearer token. Never shown in ``repr``, logs or errors.
+        project: Project name sent on every event (the classic API requires it).
+        api_url: Base URL; a trailing ``/`` is stripped.
+        source: ``source`` of events and sessions, e.g. ``production``.
+        max_batch_events: A batch closes at this many events.
+        max_batch_bytes: A batch body never exceeds this many bytes; a larger event is dropped
+            as ``too_large`` when it is logged.
+        linger: A batch closes when its oldest event has waited this long.
+        max_in_flight: Concurrent requests (and connections).
+        max_buffer_events: Buffered events before the overflow policy applies.
+        max_buffer_bytes: Buffered bytes before the overflow policy applies.
+        overflow: ``drop_newest`` (default) or ``drop_oldest`` when the buffer is full; both
+            count the dropped event as ``queue_full``. ``send()`` waits instead.
+        session_batch_min_events: A session with at least this many events pending when its
+            batch closes goes out as a single-session batch with its properties hoisted;
+            smaller sessions are packed together into mixed batches.
+        request_timeout: Total time for one HTTP request.
+        max_attempts: Attempts per batch, the first included.
+        retry_deadline: Time budget per batch across all attempts.
+        backoff_initial: First retry wait (before jitter).
+        backoff_max: Cap on one retry wait.
+        retry_after_max: Cap on a server's ``Retry-After``.
+        breaker_threshold: Consecutive failed requests that open the circuit breaker
+            (0 turns it off).
+        breaker_cooldown: How long an open breaker pauses sending before one probe request.
+        close_timeout: Default deadline of ``aclose()`` and of ``flush()``.
+        user_agent_suffix: Appended to the ``User-Agent`` header.
+    """
+
+    api_key: str = dataclasses.field(repr=False)
+    project: str
+    api_url: str = DEFAULT_API_URL
+    source: str = "dev"
+    max_batch_events: int = 500
+    max_batch_bytes: int = 4 * _MiB
+    linger: float = 1.0
+    max_in_flight: int = 4
+    max_buffer_events: int = 100_000
+    max_buffer_bytes: int = 64 * _MiB
+    overflow: OverflowPolicy = "drop_newest"
+    session_batch_min_events: int = 16
+    request_timeout: float = 10.0
+    max_attempts: int = 8
+    retry_deadline: float = 60.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 60.0
+    breaker_threshold: int = 10
+    breaker_cooldown: float = 5.0
+    close_timeout: float = 10.0
+    user_agent_suffix: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.api_key, str) or not self.api_key.strip():
+            raise ConfigError("api_key is required: pass api_key=... or set HH_API_KEY")
+        if not isinstance(self.project, str) or not self.project.strip():
+            raise ConfigError("project is required: pass project=... or set HH_PROJECT")
+        url = self.api_url.rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"api_url must be an http(s) URL, got {url!r}")
+        object.__setattr__(self, "api_url", url)
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            warnings.warn(
+                f"api_url {url!r} is plain http to a non-loopback host: the API key "
+                "would cross the network unencrypted",
+                UserWarning,
+                stacklevel=4,
+            )
+        for name in ("max_batch_events", "max_in_flight", "max_buffer_events", "max_attempts",
+                     "session_batch_min_events"):
+            _positive_int(name, getattr(self, name))
+        _positive_int("max_batch_bytes", self.max_batch_bytes, minimum=256)
+        _positive_int("max_buffer_bytes", self.max_buffer_bytes, minimum=self.max_batch_bytes)
+        _positive_int("breaker_threshold", self.breaker_threshold, minimum=0)
+        for name in ("request_timeout", "retry_deadline", "backoff_max", "retry_after_max",
+                     "close_timeout"):
+            _positive_float(name, getattr(self, name))
+        for name in ("linger", "backoff_initial", "breaker_cooldown"):
+            _positive_float(name, getattr(self, name), allow_zero=True)
+        if self.overflow not in ("drop_newest", "drop_oldest"):
+            raise ConfigError(
+                f"overflow must be 'drop_newest' or 'drop_oldest', got {self.overflow!r}"
+            )
+
+    def __repr__(self) -> str:
+        # dataclass(repr=False) on the field already hides it; spelling it out keeps it so.
+        shown = ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.repr
+        )
+        return f"ExporterConfig(api_key='***', {shown})"
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> ExporterConfig:
+        """Build a config from keyword arguments, filling gaps from the environment.
+
+        ``None`` arguments count as not given.
+        """
+        env = os.environ if environ is None else environ
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = set(given) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown configuration option(s): {', '.join(sorted(unknown))}")
+        for name, var in (("api_key", "HH_API_KEY"), ("api_url", "HH_API_URL"),
+                          ("project", "HH_PROJECT"), ("source", "HH_SOURCE")):
+            if name not in given and env.get(var):
+                given[name] = env[var]
+        given.setdefault("api_key", "")
+        given.setdefault("project", "")
+        return cls(**given)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _positive_int(name: str, value: object, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _positive_float(name: str, value: object, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok:
+        v = float(value)  # type: ignore[arg-type]
+        ok = v == v and v != float("inf") and (v >= 0 if allow_zero else v > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be a finite number of seconds {bound}, got {value!r}")

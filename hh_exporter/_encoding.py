@@ -1,0 +1,90 @@
+"""Encoding: one reused msgspec encoder, and batch bodies joined from cached event bytes.
+
+An event is encoded once, when it is logged. A batch body is then ``prefix + b",".join(events)
++ suffix``: nothing is encoded twice, and a body's size is known before it is built.
+
+Values msgspec encodes natively keep its encoding: ``datetime``/``date``/``time`` as RFC 3339
+strings, ``UUID`` and ``Decimal`` as strings, ``bytes`` as base64, ``set``/``tuple`` as arrays,
+dataclasses and enums by value, and NaN/Infinity as ``null`` (JSON has no spelling for them).
+Beyond that, objects with ``model_dump()`` (pydantic v2) or ``dict()`` (pydantic v1) become
+objects, and numpy-style scalars with ``item()`` become numbers. Anything else is an
+:class:`~hh_exporter.EventError` that names the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ._errors import EventError
+
+__all__ = [
+    "GENERIC_ROUTE",
+    "MODEL_ROUTE",
+    "batch_body",
+    "body_overhead",
+    "encode",
+]
+
+MODEL_ROUTE = "/events/model/batch"
+GENERIC_ROUTE = "/events/batch"
+
+_ARRAY_KEY = {MODEL_ROUTE: b'{"model_events":[', GENERIC_ROUTE: b'{"events":['}
+_MIXED_SUFFIX = b'],"is_single_session":false}'
+_SINGLE_SUFFIX = b'],"is_single_session":true,"session_properties":'
+
+
+def _enc_hook(obj: Any) -> Any:
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    as_dict = getattr(obj, "dict", None)
+    if callable(as_dict) and hasattr(obj, "__fields__"):
+        return as_dict()
+    item = getattr(obj, "item", None)
+    if callable(item) and type(obj).__module__ == "numpy":
+        return item()
+    raise TypeError(f"values of type {type(obj).__qualname__} cannot be encoded as JSON")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+_encode = _encoder.encode
+
+
+def encode(obj: msgspec.Struct) -> bytes:
+    """Encode a wire Struct to JSON bytes, or raise :class:`EventError` naming the bad field."""
+    try:
+        return _encode(obj)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        raise EventError(_describe(obj, exc)) from None
+
+
+def _describe(obj: msgspec.Struct, exc: Exception) -> str:
+    # Slow path only: find which field fails by encoding each one alone.
+    for name in obj.__struct_fields__:
+        try:
+            _encode(getattr(obj, name))
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as field_exc:
+            return f"field {name!r} cannot be encoded: {field_exc}"
+    return f"event cannot be encoded: {exc}"
+
+
+def body_overhead(session_properties: bytes | None) -> int:
+    """Bytes a batch body adds around its events (commas excluded)."""
+    if session_properties is None:
+        return len(_ARRAY_KEY[MODEL_ROUTE]) + len(_MIXED_SUFFIX)
+    return len(_ARRAY_KEY[MODEL_ROUTE]) + len(_SINGLE_SUFFIX) + len(session_properties) + 1
+
+
+def batch_body(route: str, events: list[bytes], session_properties: bytes | None) -> bytes:
+    """Join cached event bytes into a batch body for ``route``.
+
+    With ``session_properties`` the batch is single-session (``is_single_session: true``, the
+    properties hoisted into the envelope); without, it is mixed and each event carries its
+    own ``session_id``.
+    """
+    joined = b",".join(events)
+    if session_properties is None:
+        return b"".join((_ARRAY_KEY[route], joined, _MIXED_SUFFIX))
+    return b"".join((_ARRAY_KEY[route], joined, _SINGLE_SUFFIX, session_properties, b"}"))

@@ -1,0 +1,525 @@
+"""The public facade: lifecycle, the log calls, backpressure, flush and close, stats.
+
+The hot path (``log_model_event``/``log_event``) checks and encodes the event in the calling
+thread, then hands the bytes to the buffer: directly on the event loop's thread, through
+``call_soon_threadsafe`` from any other thread. It never awaits and never does I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import threading
+import time
+import warnings
+import weakref
+from typing import Any, Unpack
+
+from ._breaker import CircuitBreaker
+from ._buffer import Buffer
+from ._config import ExporterConfig
+from ._encoding import GENERIC_ROUTE, MODEL_ROUTE, body_overhead
+from ._errors import BufferFullError, ExporterClosedError
+from ._events import (
+    EventFields,
+    ModelEventFields,
+    SessionFields,
+    encode_event,
+    encode_model_event,
+    encode_session,
+    encode_session_event,
+)
+from ._models import SessionProperties
+from ._retry import RetryPolicy
+from ._sender import Sender
+from ._stats import Counters, DropCallback, DropNotice, DropReason, ExporterStats
+from ._transport import AiohttpTransport, Transport
+
+__all__ = ["Exporter", "Session"]
+
+log = logging.getLogger("hh_exporter")
+_live: weakref.WeakSet[Exporter] = weakref.WeakSet()
+
+
+class _State(enum.Enum):
+    NEW = "new"  # accepting events into the buffer; the worker has not started
+    RUNNING = "running"  # the worker is delivering
+    CLOSING = "closing"  # aclose() is delivering what it can; new events are refused
+    CLOSED = "closed"  # done; new events are refused
+    FAILED = "failed"  # the worker died; pending events were dropped as worker_failed
+    FORKED = "forked"  # inherited by a child process; unusable there
+
+
+class Session:
+    """A session handle: events logged through it belong to the session.
+
+    Create one with :meth:`Exporter.session`. Its properties were encoded when it was
+    created; they are hoisted into single-session batches and announced once as an
+    ``event_type: "session"`` event.
+    """
+
+    __slots__ = ("_exporter", "properties", "properties_json", "session_id")
+
+    def __init__(
+        self, exporter: Exporter, session_id: str, properties: SessionProperties, raw: bytes
+    ) -> None:
+        self._exporter = exporter
+        #: The session's id (client-generated unless given).
+        self.session_id = session_id
+        #: The properties as sent.
+        self.properties = properties
+        #: The properties as encoded JSON.
+        self.properties_json = raw
+
+    def __repr__(self) -> str:
+        return f"Session(session_id={self.session_id!r}, name={self.properties.session_name!r})"
+
+    def log_model_event(self, **fields: Unpack[ModelEventFields]) -> str:
+        """Log a model event in this session; see :meth:`Exporter.log_model_event`."""
+        return self._exporter.log_model_event(session=self, **fields)
+
+    def log_event(self, **fields: Unpack[EventFields]) -> str:
+        """Log a generic event in this session; see :meth:`Exporter.log_event`."""
+        return self._exporter.log_event(session=self, **fields)
+
+    async def send_model_event(
+        self, *, timeout: float | None = None, **fields: Unpack[ModelEventFields]
+    ) -> str:
+        """Like :meth:`log_model_event`, but wait for buffer space instead of dropping."""
+        return await self._exporter.send_model_event(session=self, timeout=timeout, **fields)
+
+
+class Exporter:
+    """Ships events to the HoneyHive API from a bounded buffer, in the background.
+
+    Use it as an async context manager; it starts on entry and closes (delivering what it
+    can within ``close_timeout``) on exit::
+
+        async with hh_exporter.Exporter(project="support-bot") as hh:
+            chat = hh.session(session_name="chat")
+            chat.log_model_event(model="gpt-4o", provider="openai", messages=msgs,
+                                 response=reply, duration=812, usage=usage)
+
+    Args:
+        api_key: Defaults to ``HH_API_KEY``.
+        project: Defaults to ``HH_PROJECT``.
+        api_url: Defaults to ``HH_API_URL``, then ``https://api.honeyhive.ai``.
+        source: Defaults to ``HH_SOURCE``, then ``dev``.
+        config: A complete :class:`ExporterConfig`; then no other setting may be given.
+        transport: Replaces the aiohttp transport (for tests: :mod:`hh_exporter.testing`).
+        on_drop: Called with a :class:`DropNotice` whenever events are dropped. It runs on
+            the event loop and must not block; its exceptions are logged and ignored.
+        **options: Any other :class:`ExporterConfig` field, e.g. ``linger=0.5``.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        project: str | None = None,
+        api_url: str | None = None,
+        source: str | None = None,
+        config: ExporterConfig | None = None,
+        transport: Transport | None = None,
+        on_drop: DropCallback | None = None,
+        **options: Any,
+    ) -> None:
+        if config is None:
+            config = ExporterConfig.from_env(
+                api_key=api_key, project=project, api_url=api_url, source=source, **options
+            )
+        elif api_key or project or api_url or source or options:
+            raise TypeError("pass either config= or individual settings, not both")
+        self.config = config
+        self._project = config.project
+        self._source = config.source
+        self._max_event_bytes = min(config.max_batch_bytes, config.max_buffer_bytes)
+        self._buffer = Buffer(
+            max_events=config.max_buffer_events,
+            max_bytes=config.max_buffer_bytes,
+            max_batch_events=config.max_batch_events,
+            max_batch_bytes=config.max_batch_bytes,
+            linger=config.linger,
+            session_batch_min_events=config.session_batch_min_events,
+            drop_oldest=config.overflow == "drop_oldest",
+        )
+        self._counters = Counters()
+        self._own_transport = transport is None
+        self._transport: Transport = transport or AiohttpTransport(
+            config.api_url, config.api_key, timeout=config.request_timeout,
+            max_connections=config.max_in_flight, user_agent_suffix=config.user_agent_suffix,
+        )
+        self._on_drop = on_drop
+        self._state = _State.NEW
+        self._accepting = True
+        self._fail_reason: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread_id = threading.get_ident()
+        self._lock = threading.Lock()  # only for other threads before the loop is known
+        self._sender: Sender | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._progress: asyncio.Event | None = None
+        self._closed: asyncio.Event | None = None
+        self._last_drop_log: dict[str, float] = {}
+        _live.add(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Exporter project={self._project!r} url={self.config.api_url!r} "
+            f"state={self._state.value} pending={self._buffer.events}>"
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Exporter:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Start the background worker on the running loop. Idempotent."""
+        if self._state is _State.RUNNING:
+            return
+        if self._state is not _State.NEW:
+            raise ExporterClosedError(self._refusal())
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            self._loop = loop
+            self._thread_id = threading.get_ident()
+        self._progress = asyncio.Event()
+        self._closed = asyncio.Event()
+        c = self.config
+        self._sender = Sender(
+            buffer=self._buffer,
+            transport=self._transport,
+            counters=self._counters,
+            policy=RetryPolicy(
+                max_attempts=c.max_attempts, deadline=c.retry_deadline,
+                backoff_initial=c.backoff_initial, backoff_max=c.backoff_max,
+                retry_after_max=c.retry_after_max,
+            ),
+            breaker=CircuitBreaker(c.breaker_threshold, c.breaker_cooldown),
+            max_in_flight=c.max_in_flight,
+            drop=self._drop,
+            on_progress=self._progress.set,
+        )
+        self._state = _State.RUNNING
+        self._worker = loop.create_task(self._sender.run(), name="hh_exporter-worker")
+        self._worker.add_done_callback(self._worker_done)
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._state is not _State.RUNNING:
+            return
+        exc = task.exception()
+        self._fail(f"the delivery worker failed: {exc!r}")
+        log.error("hh_exporter: the delivery worker died; pending events are dropped",
+                  exc_info=exc)
+
+    def _fail(self, reason: str) -> None:
+        self._state = _State.FAILED
+        self._accepting = False
+        self._fail_reason = reason
+        self._counters.last_error = reason
+        if self._sender is not None:
+            self._sender.cancel_all()
+        n = len(self._buffer.drain_all())
+        if n:
+            self._drop("worker_failed", n, reason, None)
+        if self._progress is not None:
+            self._progress.set()
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Send everything pending now, and wait until nothing is pending.
+
+        At the deadline (``close_timeout`` by default) requests still under way are cancelled
+        and their events dropped as ``shutdown``; buffered events stay pending.
+
+        Returns:
+            True if nothing was pending when it returned.
+        """
+        timeout = self.config.close_timeout if timeout is None else timeout
+        sender, progress = self._sender, self._progress
+        if sender is None or progress is None or (self._state is not _State.RUNNING and (
+            self._state is not _State.CLOSING
+        )):
+            return self._pending() == 0
+        sender.forcing += 1
+        sender.wake()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    progress.clear()
+                    if self._pending() == 0:
+                        return True
+                    await progress.wait()
+        except TimeoutError:
+            sender.cancel_all()
+            await sender.wait_cancelled()
+            return self._pending() == 0
+        finally:
+            sender.forcing -= 1
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Deliver what can be delivered within ``timeout``, then stop. Idempotent.
+
+        Whatever is still pending at the deadline is dropped as ``shutdown``. New events are
+        refused from the moment it is called.
+        """
+        if self._state in (_State.CLOSING, _State.CLOSED):
+            if self._closed is not None:
+                await self._closed.wait()
+            return
+        if self._state is _State.FORKED:
+            self._state = _State.CLOSED
+            return
+        if self._state is _State.NEW and self._buffer.events:
+            await self.start()  # deliver what was logged before the worker ever ran
+        was_failed = self._state is _State.FAILED
+        self._state = _State.CLOSING
+        self._accepting = False
+        try:
+            if not was_failed and self._sender is not None:
+                await self.flush(timeout)
+        finally:
+            self._finish_close()
+            if self._worker is not None:
+                await asyncio.gather(self._worker, return_exceptions=True)
+            if self._own_transport:
+                await self._transport.aclose()
+            if self._closed is not None:
+                self._closed.set()
+
+    def _finish_close(self) -> None:
+        # Synchronous, so it completes even when the closing task is being cancelled.
+        self._state = _State.CLOSED
+        if self._sender is not None:
+            self._sender.cancel_all()
+        n = len(self._buffer.drain_all())
+        if n:
+            self._drop("shutdown", n, "still buffered at close", None)
+        if self._worker is not None:
+            self._worker.cancel()
+
+    def __del__(self) -> None:
+        state = getattr(self, "_state", _State.CLOSED)
+        if state in (_State.NEW, _State.RUNNING) and (
+            state is _State.RUNNING or self._buffer.events
+        ):
+            warnings.warn(
+                f"unclosed {self!r}: call 'await exporter.aclose()' or use 'async with'",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
+
+    # -- logging ---------------------------------------------------------------------------
+
+    def session(self, **properties: Unpack[SessionFields]) -> Session:
+        """Start a session and return its handle; never awaits.
+
+        The properties (``session_name``, ``user_properties``, ``metadata``, ``inputs``, ...)
+        are encoded now. The session is announced with one ``event_type: "session"`` event,
+        counted like any other event.
+        """
+        session_id, props, raw = encode_session(dict(properties), source=self._source)
+        handle = Session(self, session_id, props, raw)
+        data = encode_session_event(props, project=self._project)
+        self._submit(GENERIC_ROUTE, None, None, data)
+        return handle
+
+    def log_model_event(
+        self, *, session: Session | None = None, **fields: Unpack[ModelEventFields]
+    ) -> str:
+        """Log one model call without waiting; return its ``event_id``.
+
+        ``model``, ``provider``, ``messages`` and ``response`` are required; ``duration``
+        (milliseconds) defaults to 0 and ``usage`` to ``{}``. The event is encoded now, so
+        later changes to the arguments change nothing.
+
+        Raises:
+            EventError: A field has the wrong type or cannot be encoded (nothing is logged).
+            ExporterClosedError: The exporter is closed or failed.
+
+        Network trouble never raises here: it shows in :meth:`stats` and ``on_drop``.
+        """
+        if session is None:
+            event_id, data = encode_model_event(
+                fields, project=self._project, source=self._source, session_id=None)  # type: ignore[arg-type]
+            self._submit(MODEL_ROUTE, None, None, data)
+        else:
+            sid = session.session_id
+            event_id, data = encode_model_event(
+                fields, project=self._project, source=self._source, session_id=sid)  # type: ignore[arg-type]
+            self._submit(MODEL_ROUTE, sid, session.properties_json, data)
+        return event_id
+
+    def log_event(self, *, session: Session | None = None, **fields: Unpack[EventFields]) -> str:
+        """Log one generic event (``chain``, ``tool``, ``model``) without waiting.
+
+        ``event_type`` and ``event_name`` are required. Same guarantees and errors as
+        :meth:`log_model_event`.
+        """
+        sid = None if session is None else session.session_id
+        event_id, data = encode_event(
+            fields, project=self._project, source=self._source, session_id=sid)  # type: ignore[arg-type]
+        self._submit(GENERIC_ROUTE, sid, None if session is None else session.properties_json,
+                     data)
+        return event_id
+
+    async def send_model_event(
+        self, *, session: Session | None = None, timeout: float | None = None,
+        **fields: Unpack[ModelEventFields],
+    ) -> str:
+        """Like :meth:`log_model_event`, but wait for buffer space instead of dropping.
+
+        Raises:
+            BufferFullError: No space within ``timeout`` seconds (the event is not accepted).
+        """
+        sid = None if session is None else session.session_id
+        event_id, data = encode_model_event(
+            fields, project=self._project, source=self._source, session_id=sid)  # type: ignore[arg-type]
+        await self.send_encoded(
+            data, session_id=sid,
+            session_properties=None if session is None else session.properties_json,
+            timeout=timeout,
+        )
+        return event_id
+
+    async def send_encoded(
+        self,
+        data: bytes,
+        *,
+        generic: bool = False,
+        session_id: str | None = None,
+        session_properties: bytes | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Queue one already-encoded event (a JSON object), waiting for buffer space.
+
+        The bulk path of ``hh-exporter ingest``: the caller has validated ``data`` and it
+        carries its ``event_id``. ``generic`` selects ``POST /events/batch``; with
+        ``session_id`` and ``session_properties`` it joins that session's batches.
+
+        Raises:
+            BufferFullError: No space within ``timeout`` seconds (the event is not accepted).
+        """
+        route = GENERIC_ROUTE if generic else MODEL_ROUTE
+        buf = self._buffer
+        size = len(data)
+        if not self._accepting:
+            raise ExporterClosedError(self._refusal())
+        if not buf.fits(size) and size + body_overhead(session_properties) <= self._max_event_bytes:
+            progress = self._progress
+            sender = self._sender
+            if progress is None or sender is None:
+                raise ExporterClosedError("send needs a started exporter: use 'async with'")
+            try:
+                async with asyncio.timeout(timeout):
+                    while not buf.fits(size):
+                        if not self._accepting:
+                            raise ExporterClosedError(self._refusal())
+                        progress.clear()
+                        sender.wake()
+                        await progress.wait()
+            except TimeoutError:
+                raise BufferFullError(f"no buffer space within {timeout}s") from None
+        self._accept(route, session_id, session_properties, data)
+
+    # -- the hand-off to the buffer ----------------------------------------------------------
+
+    def _submit(self, route: str, sid: str | None, props: bytes | None, data: bytes) -> None:
+        if not self._accepting:
+            raise ExporterClosedError(self._refusal())
+        if threading.get_ident() == self._thread_id:
+            self._accept(route, sid, props, data)
+            return
+        with self._lock:
+            loop = self._loop
+            if loop is None:
+                self._accept(route, sid, props, data)
+                return
+        try:
+            loop.call_soon_threadsafe(self._accept, route, sid, props, data)
+        except RuntimeError:  # the loop is closed
+            raise ExporterClosedError("the exporter's event loop is closed") from None
+
+    def _accept(self, route: str, sid: str | None, props: bytes | None, data: bytes) -> None:
+        c = self._counters
+        if not self._accepting:
+            # Reached through call_soon_threadsafe after close began: refuse and count.
+            c.refused += 1
+            return
+        c.accepted += 1
+        buf = self._buffer
+        if len(data) + body_overhead(props) > self._max_event_bytes:
+            self._drop("too_large", 1, f"event of {len(data)} bytes exceeds max_batch_bytes="
+                       f"{self.config.max_batch_bytes}", None)
+            return
+        if not buf.append(route, sid, props, data, time.monotonic()):
+            self._drop("queue_full", 1, "buffer full", None)
+            return
+        if buf.evicted:
+            n, buf.evicted = buf.evicted, 0
+            self._drop("queue_full", n, "oldest events evicted", None)
+        if buf.ready and self._sender is not None:
+            self._sender.wake()
+
+    def _refusal(self) -> str:
+        if self._state is _State.FORKED:
+            return ("this Exporter was created in the parent process before fork(); "
+                    "create a new Exporter in the child")
+        if self._state is _State.FAILED:
+            return f"the exporter failed and accepts no events: {self._fail_reason}"
+        return "the exporter is closed and accepts no events"
+
+    def _drop(self, reason: DropReason, n: int, detail: str | None, status: int | None) -> None:
+        self._counters.dropped[reason] += n
+        now = time.monotonic()
+        # One warning per reason per 10 s: a long outage must not flood the host's log.
+        if now - self._last_drop_log.get(reason, -1e9) >= 10.0:
+            self._last_drop_log[reason] = now
+            log.warning("hh_exporter: dropped %d event(s): %s%s", n, reason,
+                        f" ({detail})" if detail else "")
+        if self._on_drop is not None:
+            try:
+                self._on_drop(DropNotice(reason, n, detail, status))
+            except Exception:
+                log.exception("hh_exporter: the on_drop callback raised")
+
+    # -- observing -------------------------------------------------------------------------
+
+    def _pending(self) -> int:
+        return self._buffer.events + self._counters.in_flight_events
+
+    def stats(self) -> ExporterStats:
+        """An immutable snapshot of the counters; ``accepted == delivered + dropped + pending``."""
+        breaker = self._sender.breaker.state if self._sender is not None else "closed"
+        return self._counters.snapshot(
+            buffered=self._buffer.events, buffered_bytes=self._buffer.nbytes, breaker=breaker
+        )
+
+    @property
+    def closed(self) -> bool:
+        """Whether the exporter refuses new events (closed, closing, failed or forked)."""
+        return not self._accepting
+
+    def _after_fork_in_child(self) -> None:
+        self._state = _State.FORKED
+        self._accepting = False
+        self._loop = None
+        self._sender = None
+        self._worker = None
+        self._buffer.drain_all()  # the parent delivers these; the child must not
+        self._lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    for exporter in list(_live):
+        exporter._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork)

@@ -1,0 +1,131 @@
+"""Delivery counters, the immutable stats snapshot, and drop notices.
+
+Every accepted event is in exactly one of three states: delivered, dropped (with a reason), or
+pending (buffered or in a request). ``accepted == delivered + dropped + pending`` always.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Literal
+
+__all__ = ["DROP_REASONS", "DropNotice", "DropReason", "ExporterStats"]
+
+DropReason = Literal[
+    "queue_full", "too_large", "rejected", "unauthorized", "retries_exhausted", "shutdown",
+    "worker_failed",
+]
+#: Every reason an accepted event can be dropped for.
+DROP_REASONS: tuple[DropReason, ...] = (
+    "queue_full", "too_large", "rejected", "unauthorized", "retries_exhausted", "shutdown",
+    "worker_failed",
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DropNotice:
+    """What the ``on_drop`` callback receives when events are dropped.
+
+    Attributes:
+        reason: Why they were dropped.
+        count: How many events.
+        detail: The server's message or the error, if any (never the API key).
+        status: The HTTP status that caused the drop, if any.
+    """
+
+    reason: DropReason
+    count: int
+    detail: str | None = None
+    status: int | None = None
+
+
+DropCallback = Callable[[DropNotice], object]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExporterStats:
+    """An immutable snapshot of an exporter's counters (see :meth:`Exporter.stats`).
+
+    Attributes:
+        accepted: Events accepted by a log call or ``send``.
+        delivered: Events the server acknowledged with a 2xx.
+        dropped: Events dropped, by reason (every reason present, zero or not).
+        pending: Events accepted but neither delivered nor dropped: buffered or in flight.
+        pending_bytes: Encoded bytes of the buffered events.
+        buffered: Events in the buffer, waiting for a batch.
+        in_flight_events: Events in requests under way, retry waits included.
+        in_flight_requests: Requests under way.
+        batches_sent: Requests that got a 2xx.
+        requests: Requests made, answered or not.
+        retries: Retry attempts made.
+        refused: Log calls refused outright (invalid event, or exporter closed); not accepted.
+        breaker: Circuit breaker state: ``closed``, ``open`` or ``half_open``.
+        last_error: The last delivery error, without secrets.
+    """
+
+    accepted: int
+    delivered: int
+    dropped: Mapping[str, int]
+    pending: int
+    pending_bytes: int
+    buffered: int
+    in_flight_events: int
+    in_flight_requests: int
+    batches_sent: int
+    requests: int
+    retries: int
+    refused: int
+    breaker: str
+    last_error: str | None
+
+    @property
+    def dropped_total(self) -> int:
+        """All dropped events, whatever the reason."""
+        return sum(self.dropped.values())
+
+    @property
+    def balanced(self) -> bool:
+        """Whether ``accepted == delivered + dropped + pending`` holds in this snapshot."""
+        return self.accepted == self.delivered + self.dropped_total + self.pending
+
+
+class Counters:
+    """Mutable counters owned by one exporter. Strictly private."""
+
+    __slots__ = (
+        "accepted", "batches_sent", "delivered", "dropped", "in_flight_events",
+        "in_flight_requests", "last_error", "refused", "requests", "retries",
+    )
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.delivered = 0
+        self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self.in_flight_events = 0
+        self.in_flight_requests = 0
+        self.batches_sent = 0
+        self.requests = 0
+        self.retries = 0
+        self.refused = 0
+        self.last_error: str | None = None
+
+    def snapshot(self, *, buffered: int, buffered_bytes: int, breaker: str) -> ExporterStats:
+        """Freeze the counters together with the buffer's state."""
+        return ExporterStats(
+            accepted=self.accepted,
+            delivered=self.delivered,
+            dropped=MappingProxyType(dict(self.dropped)),
+            pending=buffered + self.in_flight_events,
+            pending_bytes=buffered_bytes,
+            buffered=buffered,
+            in_flight_events=self.in_flight_events,
+            in_flight_requests=self.in_flight_requests,
+            batches_sent=self.batches_sent,
+            requests=self.requests,
+            retries=self.retries,
+            refused=self.refused,
+            breaker=breaker,
+            last_error=self.last_error,
+        )

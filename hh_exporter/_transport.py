@@ -1,0 +1,149 @@
+"""The transport seam: one method that POSTs a body, and its aiohttp implementation.
+
+The sender owns policy (batching, retries, splitting); a transport owns I/O only. aiohttp
+and asyncio errors are translated here into :class:`~hh_exporter.TransportError` subclasses,
+so no aiohttp type leaks into the exporter's API.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import platform
+import time
+from typing import Protocol, runtime_checkable
+
+import aiohttp
+
+from ._errors import ConnectError, RequestTimeoutError, TransportError
+from ._version import __version__
+
+__all__ = ["AiohttpTransport", "Response", "Transport", "parse_retry_after"]
+
+
+class Response:
+    """An HTTP answer, reduced to what the sender needs."""
+
+    __slots__ = ("body", "retry_after", "status")
+
+    def __init__(self, status: int, body: bytes = b"", retry_after: float | None = None) -> None:
+        self.status = status
+        self.body = body
+        #: ``Retry-After`` in seconds from now, if the server sent one.
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {len(self.body)} bytes>"
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What the exporter needs from an HTTP client.
+
+    ``post`` returns any HTTP answer (error statuses included) and raises
+    :class:`~hh_exporter.TransportError` only when there is no answer at all.
+    """
+
+    async def post(self, path: str, body: bytes) -> Response:
+        """POST ``body`` (JSON) to ``path`` under the API's base URL."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. Idempotent."""
+        ...
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Parse ``Retry-After`` (delta-seconds or an HTTP date) into seconds from now."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def user_agent(suffix: str = "") -> str:
+    """The User-Agent header naming us, our version and the runtime."""
+    ua = (
+        f"hh-exporter/{__version__} (python {platform.python_version()}; "
+        f"aiohttp {aiohttp.__version__})"
+    )
+    return f"{ua} {suffix}".strip()
+
+
+class AiohttpTransport:
+    """POSTs over one pooled ``aiohttp.ClientSession``, created on first use.
+
+    TLS certificates are always verified; there is no switch to turn that off.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 10.0,
+        max_connections: int = 4,
+        user_agent_suffix: str = "",
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": user_agent(user_agent_suffix),
+        }
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"AiohttpTransport({self._base_url!r})"
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, keepalive_timeout=30.0, enable_cleanup_closed=False
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers=self._headers,
+                timeout=self._timeout,
+                auto_decompress=True,
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def post(self, path: str, body: bytes) -> Response:
+        """POST ``body`` to ``base_url + path``; see :class:`Transport`."""
+        session = self._get_session()
+        try:
+            async with session.post(self._base_url + path, data=body) as resp:
+                data = await resp.read()
+                return Response(
+                    resp.status, data, parse_retry_after(resp.headers.get("Retry-After"))
+                )
+        except TimeoutError as exc:
+            raise RequestTimeoutError(f"no response from {self._base_url}{path} in time") from exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            raise ConnectError(f"connection to {self._base_url} failed: {_safe(exc)}") from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"request to {self._base_url}{path} failed: {_safe(exc)}") from exc
+
+    async def aclose(self) -> None:
+        """Close the session and its connections."""
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+
+def _safe(exc: BaseException) -> str:
+    # aiohttp's messages name the host and the error, never request headers; keep the class
+    # name so "ServerDisconnectedError" and friends stay recognisable.
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,393 @@
+"""The collector's aiohttp application: HoneyHive's ingestion routes, validated and stored.
+
+Routes (all need ``Authorization: Bearer <token>``):
+
+* ``POST /session/start``, ``POST /events``, ``POST /events/model``,
+  ``POST /events/batch``, ``POST /events/model/batch``: ingestion, as the API documents;
+* ``GET /stats``: requests by route and status, events stored, duplicates, bytes;
+* ``GET /sessions/{session_id}`` and ``GET /sessions/{session_id}/events``: inspection;
+* ``GET``/``PUT /_control/faults``: read or replace the fault settings at run time.
+
+Generic events with ``event_type: "session"`` create or merge a session, as the exporter's
+bulk session announcements expect (an inferred use of the data-plane spec's ``session`` type).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import uuid
+from collections import Counter
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from . import _schema as S
+from ._faults import Faults, FaultState
+from ._store import EventRow, SessionRow, Store, open_store
+
+__all__ = ["Collector", "build_app"]
+
+log = logging.getLogger("hh_exporter.collector")
+
+_encode = msgspec.json.Encoder().encode
+_SESSION_KEYS = ("session_name", "source", "config", "inputs", "outputs", "error",
+                 "user_properties", "metrics", "feedback", "metadata", "start_time")
+
+
+class _BadRequest(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=_encode(obj), status=status, content_type="application/json",
+                        headers=headers)
+
+
+class _Ingest:
+    """Per-application state and the ingestion handlers. Strictly private."""
+
+    def __init__(self, store: Store, token: str, strict: bool, faults: FaultState) -> None:
+        self.store = store
+        self.token = f"Bearer {token}".encode()
+        self.strict = strict
+        self.faults = faults
+        self.requests: Counter[tuple[str, int]] = Counter()
+        self.events_received = 0
+        self.duplicates = 0
+        self.bytes_received = 0
+        self._model = S.event_decoder(model=True, strict=strict)
+        self._event = S.event_decoder(model=False, strict=strict)
+        self._dec: dict[str, msgspec.json.Decoder[Any]] = {
+            "/events/model/batch": msgspec.json.Decoder(S.ModelBatch),
+            "/events/batch": msgspec.json.Decoder(S.EventBatch),
+            "/events/model": msgspec.json.Decoder(S.ModelEventRequest),
+            "/events": msgspec.json.Decoder(S.EventRequest),
+            "/session/start": msgspec.json.Decoder(S.SessionStartRequest),
+        }
+
+    # -- the common envelope of every request ----------------------------------------------
+
+    def wrap(self, route: str, handler: Any, ingest: bool = True) -> Any:
+        """Wrap a handler with auth, counting, faults and the content-type check."""
+
+        async def serve(request: web.Request) -> web.StreamResponse:
+            status = 500
+            try:
+                response = await self._guarded(request, handler, ingest)
+                status = response.status
+                return response
+            finally:
+                self.requests[(route, status)] += 1
+
+        return serve
+
+    async def _guarded(self, request: web.Request, handler: Any, ingest: bool) -> web.Response:
+        auth = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(auth, self.token):
+            return _json({"error": "missing or invalid Bearer token", "success": False}, 401)
+        if not ingest:
+            return await handler(request)  # type: ignore[no-any-return]
+        body = await request.read()
+        self.bytes_received += len(body)
+        action = self.faults.decide(len(body))
+        if action.kind == "drop" or action.kind == "hang":
+            if action.kind == "hang":
+                await asyncio.sleep(3600)
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError  # aiohttp then writes nothing
+        if action.kind == "status":
+            headers = None
+            if action.retry_after is not None:
+                headers = {"Retry-After": f"{action.retry_after:g}"}
+            return _json({"error": f"injected fault: HTTP {action.status}", "success": False},
+                         action.status, headers)
+        if self.faults.faults.latency:
+            await asyncio.sleep(self.faults.faults.latency)
+        ctype = request.content_type
+        if ctype != "application/json":
+            return _json({"error": f"Content-Type must be application/json, got {ctype!r}",
+                          "success": False}, 415)
+        try:
+            return await handler(body, action.kind == "partial")  # type: ignore[no-any-return]
+        except _BadRequest as exc:
+            return _json({"error": exc.message, "success": False}, 400)
+
+    def _decode(self, path: str, body: bytes) -> Any:
+        try:
+            return self._dec[path].decode(body)
+        except msgspec.ValidationError as exc:
+            raise _BadRequest(S.format_error(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise _BadRequest(f"invalid JSON: {exc}") from None
+
+    def _validate(self, raw: msgspec.Raw, model: bool, where: str) -> Any:
+        try:
+            return (self._model if model else self._event).decode(raw)
+        except msgspec.ValidationError as exc:
+            raise _BadRequest(S.format_error(exc, where)) from None
+        except msgspec.DecodeError as exc:
+            raise _BadRequest(f"{where}: invalid JSON: {exc}") from None
+
+    # -- batches ------------------------------------------------------------------------------
+
+    async def _batch(self, body: bytes, partial: bool, model: bool) -> web.Response:
+        path = "/events/model/batch" if model else "/events/batch"
+        req = self._decode(path, body)
+        raws: list[msgspec.Raw] = req.model_events if model else req.events
+        key = "model_events" if model else "events"
+        evs = [self._validate(raw, model, f"{key}[{i}]") for i, raw in enumerate(raws)]
+        single = bool(req.single_session if req.single_session is not None
+                      else req.is_single_session)
+        props = req.session_properties or req.session
+        sessions: list[SessionRow] = []
+        batch_sid: str | None = None
+        if single:
+            batch_sid = _valid_uuid(props.session_id if props else None) or next(
+                (e.session_id for e in evs if e.session_id), None) or str(uuid.uuid4())
+            sessions.append((batch_sid, _props_json(props)))
+        elif props is not None and props.session_id:
+            sessions.append((props.session_id, _props_json(props)))
+        rows: list[EventRow] = []
+        ids: list[str] = []
+        for ev, raw in zip(evs, raws, strict=True):
+            eid = ev.event_id or str(uuid.uuid4())
+            sid = ev.session_id or batch_sid
+            etype = "model" if model else (ev.event_type or "chain")
+            if etype == "session":
+                sid = sid or eid
+                sessions.append((sid, _event_session_json(ev)))
+            ids.append(eid)
+            rows.append((eid, sid, etype, path, bytes(raw)))
+        self.events_received += len(rows)
+        if partial and rows:
+            half = len(rows) // 2
+            await self._store(rows[:half], sessions)
+            errors = [f"Could not create event {eid}: injected partial failure"
+                      for eid in ids[half:]]
+            return _json({"event_ids": ids[:half], "errors": errors, "success": True}, 500)
+        await self._store(rows, sessions)
+        out: dict[str, Any] = {"event_ids": ids, "success": True}
+        if batch_sid is not None:
+            out["session_id"] = batch_sid
+        return _json(out)
+
+    async def _store(self, rows: list[EventRow], sessions: list[SessionRow]) -> None:
+        self.duplicates += await self.store.write(rows, sessions)
+
+    async def model_batch(self, body: bytes, partial: bool) -> web.Response:
+        """``POST /events/model/batch``."""
+        return await self._batch(body, partial, model=True)
+
+    async def event_batch(self, body: bytes, partial: bool) -> web.Response:
+        """``POST /events/batch``."""
+        return await self._batch(body, partial, model=False)
+
+    async def _one(self, body: bytes, model: bool) -> web.Response:
+        path = "/events/model" if model else "/events"
+        req = self._decode(path, body)
+        raw = req.model_event if model else req.event
+        ev = self._validate(raw, model, "model_event" if model else "event")
+        eid = ev.event_id or str(uuid.uuid4())
+        etype = "model" if model else (ev.event_type or "chain")
+        sessions: list[SessionRow] = []
+        sid = ev.session_id
+        if etype == "session":
+            sid = sid or eid
+            sessions.append((sid, _event_session_json(ev)))
+        self.events_received += 1
+        await self._store([(eid, sid, etype, path, bytes(raw))], sessions)
+        return _json({"event_id": eid, "success": True})
+
+    async def model_event(self, body: bytes, partial: bool) -> web.Response:
+        """``POST /events/model``."""
+        return await self._one(body, model=True)
+
+    async def event(self, body: bytes, partial: bool) -> web.Response:
+        """``POST /events``."""
+        return await self._one(body, model=False)
+
+    async def session_start(self, body: bytes, partial: bool) -> web.Response:
+        """``POST /session/start``: create or merge a session."""
+        req = self._decode("/session/start", body)
+        s = req.session
+        sid = _valid_uuid(s.session_id) or str(uuid.uuid4())
+        props = msgspec.to_builtins(s)
+        props = {k: v for k, v in props.items() if v is not None and k != "session_id"}
+        await self._store([], [(sid, _encode(props))])
+        return _json({"session_id": sid, "event_id": sid, "success": True})
+
+    # -- inspection and control ---------------------------------------------------------------
+
+    async def stats(self, request: web.Request) -> web.Response:
+        """``GET /stats``."""
+        stored, sessions = await self.store.counts()
+        by_route: dict[str, dict[str, int]] = {}
+        for (route, status), n in sorted(self.requests.items()):
+            by_route.setdefault(route, {})[str(status)] = n
+        return _json({
+            "requests": by_route,
+            "events_received": self.events_received,
+            "events_stored": stored,
+            "sessions_stored": sessions,
+            "duplicates": self.duplicates,
+            "bytes_received": self.bytes_received,
+        })
+
+    async def get_session(self, request: web.Request) -> web.Response:
+        """``GET /sessions/{session_id}``: merged properties."""
+        props = await self.store.session(request.match_info["session_id"])
+        if props is None:
+            return _json({"error": "no such session", "success": False}, 404)
+        return web.Response(body=props, content_type="application/json")
+
+    async def get_session_events(self, request: web.Request) -> web.Response:
+        """``GET /sessions/{session_id}/events``: stored events in arrival order."""
+        bodies = await self.store.session_events(request.match_info["session_id"])
+        return web.Response(body=b'{"events":[' + b",".join(bodies) + b"]}",
+                            content_type="application/json")
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        """``GET /_control/faults``."""
+        return _json(self.faults.describe())
+
+    async def put_faults(self, request: web.Request) -> web.Response:
+        """``PUT /_control/faults``: replace the fault settings (an empty object clears)."""
+        try:
+            faults = msgspec.json.decode(await request.read(), type=Faults)
+        except (msgspec.DecodeError, ValueError) as exc:
+            return _json({"error": f"bad fault settings: {exc}", "success": False}, 400)
+        self.faults.set(faults)
+        return _json(self.faults.describe())
+
+
+def _valid_uuid(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return None
+    return value
+
+
+def _props_json(props: S.SessionProps | None) -> bytes:
+    if props is None:
+        return b"{}"
+    d = msgspec.to_builtins(props)
+    return _encode({k: v for k, v in d.items() if v is not None and k != "session_id"})
+
+
+def _event_session_json(ev: Any) -> bytes:
+    d = {k: getattr(ev, k, None) for k in _SESSION_KEYS}
+    d["session_name"] = ev.event_name
+    return _encode({k: v for k, v in d.items() if v is not None})
+
+
+INGEST: web.AppKey[_Ingest] = web.AppKey("ingest", _Ingest)
+
+
+def build_app(
+    store: Store, *, token: str, strict: bool = True, faults: Faults | None = None,
+    client_max_size: int = 64 * 1024 * 1024,
+) -> web.Application:
+    """Build the collector application around a store."""
+    ingest = _Ingest(store, token, strict, FaultState(faults))
+    app = web.Application(client_max_size=client_max_size)
+    app[INGEST] = ingest
+    r = app.router
+    for path, handler in (
+        ("/session/start", ingest.session_start), ("/events", ingest.event),
+        ("/events/batch", ingest.event_batch), ("/events/model", ingest.model_event),
+        ("/events/model/batch", ingest.model_batch),
+    ):
+        r.add_post(path, ingest.wrap(path, handler))
+    for path, handler in (
+        ("/stats", ingest.stats), ("/sessions/{session_id}", ingest.get_session),
+        ("/sessions/{session_id}/events", ingest.get_session_events),
+        ("/_control/faults", ingest.get_faults),
+    ):
+        r.add_get(path, ingest.wrap(path, handler, ingest=False))
+    r.add_put("/_control/faults", ingest.wrap("/_control/faults", ingest.put_faults, False))
+    return app
+
+
+class Collector:
+    """A HoneyHive-compatible collector, run in-process on the current event loop.
+
+    ::
+
+        async with Collector(token="t") as c:     # 127.0.0.1, a free port
+            ...  # point an exporter at c.url with api_key="t"
+
+    Args:
+        token: The Bearer token requests must carry.
+        db: ``:memory:`` (default), a file path, or ``none`` (validate and count only).
+        host: Address to bind; loopback unless told otherwise.
+        port: 0 picks a free port.
+        strict: Enforce the classic required fields.
+        faults: Initial fault settings.
+    """
+
+    def __init__(
+        self, *, token: str, db: str = ":memory:", host: str = "127.0.0.1", port: int = 0,
+        strict: bool = True, faults: Faults | None = None,
+    ) -> None:
+        self._db = db
+        self._token = token
+        self.host = host
+        self.port = port
+        self.strict = strict
+        self._faults = faults
+        self._runner: web.AppRunner | None = None
+        self.store: Store | None = None
+        self.app: web.Application | None = None
+
+    def __repr__(self) -> str:
+        return f"<Collector {self.url if self._runner else 'stopped'} db={self._db!r}>"
+
+    @property
+    def url(self) -> str:
+        """The base URL it listens on."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def faults(self) -> FaultState:
+        """The live fault state; ``collector.faults.set(Faults(...))`` changes it."""
+        assert self.app is not None, "start the collector first"
+        state: FaultState = self.app[INGEST].faults
+        return state
+
+    async def start(self) -> str:
+        """Open the store, bind, serve; return the URL."""
+        self.store = await asyncio.to_thread(open_store, self._db)
+        self.app = build_app(self.store, token=self._token, strict=self.strict,
+                             faults=self._faults)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        if self.port == 0 and server is not None:
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return self.url
+
+    async def stop(self) -> None:
+        """Stop serving, then commit and close the store. Idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        if self.store is not None:
+            await self.store.close()
+
+    async def __aenter__(self) -> Collector:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

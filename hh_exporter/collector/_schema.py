@@ -1,0 +1,177 @@
+"""Typed msgspec decoders for the ingestion routes, strict (classic) and lax.
+
+Strict mode enforces the classic API's required sets: ``project``, ``model``, ``provider``,
+``messages``, ``response``, ``duration`` and ``usage`` on model events; ``event_type`` and
+``inputs`` on events. Lax mode requires nothing, like the 2026 data-plane spec. Unknown
+fields are accepted in both, as the API does. Both variants are generated from one field
+table, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "EventBatch",
+    "EventRequest",
+    "ModelBatch",
+    "ModelEventRequest",
+    "SessionProps",
+    "SessionStartRequest",
+    "ValidatedEvent",
+    "event_decoder",
+    "format_error",
+]
+
+Obj = dict[str, Any]
+EventType = Literal["model", "tool", "chain", "session"]
+
+# (name, type); every field is optional unless a strict set names it.
+_COMMON: list[tuple[str, Any]] = [
+    ("project", str | None), ("project_id", str | None), ("source", str | None),
+    ("event_name", str | None), ("event_id", str | None), ("session_id", str | None),
+    ("parent_id", str | None), ("children_ids", list[str] | None), ("config", Obj | None),
+    ("inputs", Obj | None), ("outputs", Obj | None), ("error", str | None),
+    ("start_time", float | None), ("end_time", float | None), ("duration", float | None),
+    ("metadata", Obj | None), ("feedback", Obj | None), ("metrics", Obj | None),
+    ("user_properties", Obj | None),
+]
+_MODEL: list[tuple[str, Any]] = [
+    *_COMMON,
+    ("event_type", EventType | None), ("model", str | None), ("model_name", str | None),
+    ("model_version", str | None), ("provider", str | None), ("messages", list[Obj] | None),
+    ("response", Any), ("usage", Obj | None), ("cost", float | None),
+    ("hyperparameters", Obj | None), ("template", list[Obj] | None),
+    ("template_inputs", Obj | None), ("tools", list[Obj] | None), ("tool_choice", Any),
+    ("response_format", Obj | None),
+]
+_EVENT: list[tuple[str, Any]] = [*_COMMON, ("event_type", EventType | None)]
+
+_STRICT_MODEL = {
+    "project": str, "model": str, "provider": str, "messages": list[Obj], "response": Any,
+    "duration": float, "usage": Obj,
+}
+_STRICT_EVENT = {"event_type": EventType, "inputs": Obj}
+
+
+def _struct(name: str, fields: list[tuple[str, Any]], required: dict[str, Any]) -> type:
+    spec = [
+        (n, required[n]) if n in required else (n, t, None) for n, t in fields
+    ]
+    return msgspec.defstruct(name, spec, kw_only=True)
+
+
+ModelEventStrict = _struct("ModelEventStrict", _MODEL, _STRICT_MODEL)
+ModelEventLax = _struct("ModelEventLax", _MODEL, {})
+EventStrict = _struct("EventStrict", _EVENT, _STRICT_EVENT)
+EventLax = _struct("EventLax", _EVENT, {})
+
+
+class SessionProps(msgspec.Struct, kw_only=True):
+    """``session_properties`` (or its alias ``session``) of a batch; all optional."""
+
+    session_name: str | None = None
+    source: str | None = None
+    session_id: str | None = None
+    config: Obj | None = None
+    inputs: Obj | None = None
+    outputs: Obj | None = None
+    error: str | None = None
+    user_properties: Obj | None = None
+    metrics: Obj | None = None
+    feedback: Obj | None = None
+    metadata: Obj | None = None
+    start_time: float | None = None
+
+
+class ModelBatch(msgspec.Struct, kw_only=True):
+    """Body of ``POST /events/model/batch``; events stay raw until validated one by one."""
+
+    model_events: list[msgspec.Raw]
+    single_session: bool | None = None
+    is_single_session: bool | None = None
+    session_properties: SessionProps | None = None
+    session: SessionProps | None = None
+
+
+class EventBatch(msgspec.Struct, kw_only=True):
+    """Body of ``POST /events/batch``."""
+
+    events: list[msgspec.Raw]
+    single_session: bool | None = None
+    is_single_session: bool | None = None
+    session_properties: SessionProps | None = None
+    session: SessionProps | None = None
+
+
+class ModelEventRequest(msgspec.Struct, kw_only=True):
+    """Body of ``POST /events/model``."""
+
+    model_event: msgspec.Raw
+
+
+class EventRequest(msgspec.Struct, kw_only=True):
+    """Body of ``POST /events``."""
+
+    event: msgspec.Raw
+
+
+class SessionStart(msgspec.Struct, kw_only=True):
+    """The ``session`` object of ``POST /session/start``; extra keys allowed."""
+
+    session_id: str | None = None
+    session_name: str | None = None
+    event_name: str | None = None
+    source: str | None = None
+    project: str | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    duration: float | None = None
+    config: Obj | None = None
+    inputs: Obj | None = None
+    outputs: Obj | None = None
+    metadata: Obj | None = None
+    user_properties: Obj | None = None
+    metrics: Obj | None = None
+    feedback: Obj | None = None
+    error: str | None = None
+    children_ids: list[str] | None = None
+
+
+class SessionStartRequest(msgspec.Struct, kw_only=True):
+    """Body of ``POST /session/start``."""
+
+    session: SessionStart
+
+
+class ValidatedEvent(msgspec.Struct):
+    """What the handlers need of a validated event."""
+
+    event_id: str | None = None
+    session_id: str | None = None
+    event_type: str | None = None
+    event_name: str | None = None
+
+
+def event_decoder(model: bool, strict: bool) -> msgspec.json.Decoder[Any]:
+    """A decoder that validates one event of the given kind and mode."""
+    if model:
+        return msgspec.json.Decoder(ModelEventStrict if strict else ModelEventLax)
+    return msgspec.json.Decoder(EventStrict if strict else EventLax)
+
+
+def format_error(exc: msgspec.DecodeError, prefix: str = "") -> str:
+    """Turn msgspec's ``Expected `object`, got `str` - at `$.usage``` into
+    ``model_events[3].usage: expected object, got str``."""
+    text = str(exc)
+    where = prefix
+    if " - at `$" in text:
+        text, _, path = text.rpartition(" - at `$")
+        where = prefix + path.rstrip("`")
+    # JSON has numbers, not floats: say it in the client's terms.
+    text = text.replace("`float`", "number").replace("`", "")
+    if text:
+        text = text[0].lower() + text[1:]
+    return f"{where}: {text}" if where else text
