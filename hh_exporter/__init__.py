@@ -44,6 +44,7 @@ __all__ = [
     "RequestTimeoutError",
     "Response",
     "Session",
+    "SessionProperties",
     "Transport",
     "TransportError",
     "__version__",

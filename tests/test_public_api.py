@@ -1,0 +1,35 @@
+"""The public surface: exactly __all__, sorted, with the version from metadata."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import uuid
+
+import hh_exporter
+from hh_exporter._ids import new_id
+
+
+def test_all_is_sorted_and_complete() -> None:
+    """__all__ lists every public name once, sorted as ruff sorts it."""
+    public = {n for n in dir(hh_exporter) if not n.startswith("_")} - {"collector", "testing"}
+    assert set(hh_exporter.__all__) - {"__version__"} == public
+    assert len(hh_exporter.__all__) == len(set(hh_exporter.__all__))
+
+
+def test_version_matches_package_metadata() -> None:
+    """__version__ is the installed distribution's version."""
+    assert hh_exporter.__version__ == importlib.metadata.version("hh-exporter")
+
+
+def test_public_classes_show_the_package_name() -> None:
+    """Reprs say hh_exporter.Exporter, not the private module."""
+    assert hh_exporter.Exporter.__module__ == "hh_exporter"
+
+
+def test_ids_are_unique_valid_uuid4() -> None:
+    """new_id gives distinct RFC 4122 version-4 UUIDs."""
+    ids = [new_id() for _ in range(5000)]
+    assert len(set(ids)) == 5000
+    for i in ids[:: 97]:
+        u = uuid.UUID(i)
+        assert u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == i
