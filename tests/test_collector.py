@@ -20,7 +20,8 @@ SEED = json.loads((DATA / "seed_model_batch.json").read_text())
 
 def model_event(**over: object) -> dict[str, object]:
     ev: dict[str, object] = dict(
-        project="p", model="gpt-4o", provider="openai", messages=[{"role": "user", "content": "hi"}],
+        project="p", model="gpt-4o", provider="openai",
+        messages=[{"role": "user", "content": "hi"}],
         response={"role": "assistant", "content": "yo"}, duration=5, usage={"total_tokens": 2},
     )
     ev.update(over)
@@ -81,7 +82,8 @@ async def test_every_route_success_shape(collector: Collector) -> None:
     """Each ingestion route answers with its documented shape."""
     url = collector.url
     status, body = await http_json(url, "/session/start", "POST",
-                                   {"session": {"project": "p", "session_name": "n", "source": "s"}})
+                                   {"session": {"project": "p", "session_name": "n",
+                                                "source": "s"}})
     assert status == 200 and uuid.UUID(body["session_id"])
     status, body = await http_json(url, "/events", "POST",
                                    {"event": {"event_type": "tool", "inputs": {"q": 1}}})

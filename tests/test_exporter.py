@@ -56,7 +56,7 @@ async def test_linger_sends_a_partial_batch(collector: Collector) -> None:
     async with fast_exporter(collector.url, linger=0.05) as hh:
         hh.log_model_event(**model_fields())
         t0 = time.monotonic()
-        while hh.stats().delivered < 1 and time.monotonic() - t0 < 5:
+        while hh.stats().delivered < 1 and time.monotonic() - t0 < 5:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         assert hh.stats().delivered == 1
 
@@ -219,7 +219,7 @@ async def test_generic_events_go_to_events_batch(collector: Collector) -> None:
                           outputs={"hits": 3}, duration=5)
         assert await hh.flush(5)
     _, events = await http_json(collector.url, f"/sessions/{s.session_id}/events")
-    tool = [e for e in events["events"] if e["event_id"] == eid][0]
+    tool = next(e for e in events["events"] if e["event_id"] == eid)
     assert tool["event_type"] == "tool" and tool["outputs"] == {"hits": 3}
 
 
@@ -285,7 +285,7 @@ async def test_event_snapshot_ignores_later_mutation(collector: Collector) -> No
         msgs[0]["content"] = "after"
         assert await hh.flush(5)
     _, events = await http_json(collector.url, f"/sessions/{s.session_id}/events")
-    model = [e for e in events["events"] if e.get("model")][0]
+    model = next(e for e in events["events"] if e.get("model"))
     assert model["messages"][0]["content"] == "before"
 
 

@@ -307,12 +307,12 @@ def build_app(
         ("/events/model/batch", ingest.model_batch),
     ):
         r.add_post(path, ingest.wrap(path, handler))
-    for path, handler in (
+    for path, getter in (
         ("/stats", ingest.stats), ("/sessions/{session_id}", ingest.get_session),
         ("/sessions/{session_id}/events", ingest.get_session_events),
         ("/_control/faults", ingest.get_faults),
     ):
-        r.add_get(path, ingest.wrap(path, handler, ingest=False))
+        r.add_get(path, ingest.wrap(path, getter, ingest=False))
     r.add_put("/_control/faults", ingest.wrap("/_control/faults", ingest.put_faults, False))
     return app
 

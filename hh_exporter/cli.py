@@ -1,0 +1,214 @@
+"""The ``hh-exporter`` command: ``demo``, ``ingest`` and ``serve``.
+
+argparse keeps the CLI dependency-free; rich, when installed (``hh-exporter[cli]``), only
+makes progress bars nicer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+
+from ._config import DEFAULT_API_URL
+from ._version import __version__
+
+__all__ = ["main"]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hh-exporter", description=(
+        "Ship LLM observability events to HoneyHive, or run a local compatible collector."))
+    p.add_argument("--version", action="version", version=f"hh-exporter {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what the exporter does")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the main job end to end on an embedded collector")
+    d.add_argument("--events", type=int, default=5000, help="events to log (default 5000)")
+    d.add_argument("--sessions", type=int, default=300, help="sessions (default 300)")
+    d.add_argument("--faults", action="store_true",
+                   help="inject 503s, 429s with Retry-After, random 5xx and latency")
+    d.add_argument("--keep-db", metavar="PATH", help="keep the collector's SQLite file here")
+    d.add_argument("--seed", type=int, default=7, help="workload seed (default 7)")
+    d.add_argument("--no-progress", action="store_true", help="no progress display")
+
+    i = sub.add_parser("ingest", help="send JSONL files of events to the API")
+    i.add_argument("files", nargs="+", metavar="FILE", help="JSONL files, '-' for stdin, .gz ok")
+    i.add_argument("--api-url", default=None, help=f"default $HH_API_URL or {DEFAULT_API_URL}")
+    i.add_argument("--api-key", default=None, help="default $HH_API_KEY")
+    i.add_argument("--project", default=None, help="default $HH_PROJECT")
+    i.add_argument("--rejects", metavar="PATH", default=None,
+                   help="where bad lines go (default: ingest-rejects.jsonl)")
+    i.add_argument("--dry-run", action="store_true", help="validate only, send nothing")
+    i.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds to finish delivery at the end or on Ctrl-C (default 30)")
+    i.add_argument("--max-in-flight", type=int, default=4, help="concurrent requests")
+    i.add_argument("--batch-events", type=int, default=500, help="events per request")
+    i.add_argument("--no-progress", action="store_true", help="no progress display")
+
+    s = sub.add_parser("serve", help="run the local HoneyHive-compatible collector")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8787, help="port (default 8787; 0 = any)")
+    s.add_argument("--db", default=":memory:", help="SQLite path, :memory: (default) or none")
+    s.add_argument("--token", default=None,
+                   help="Bearer token to require (default $HH_API_KEY, else a random one)")
+    s.add_argument("--lax", action="store_true", help="do not enforce classic required fields")
+    s.add_argument("--fault-script", default="", help="e.g. 503,503,429@2,200,drop,partial")
+    s.add_argument("--error-rate", type=float, default=0.0, help="random error share, 0-1")
+    s.add_argument("--error-statuses", default="500,502,503", help="statuses for --error-rate")
+    s.add_argument("--seed", type=int, default=None, help="seed of the random faults")
+    s.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
+    s.add_argument("--max-body-bytes", type=int, default=None, help="larger bodies get 413")
+    s.add_argument("--drop-rate", type=float, default=0.0,
+                   help="share of requests whose connection is dropped, 0-1")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status."""
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            return asyncio.run(_serve(args))
+        if args.command == "demo":
+            return asyncio.run(_demo(args))
+        return asyncio.run(_ingest(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fmt_dropped(dropped: dict[str, int]) -> str:
+    parts = [f"{k} {v:,}" for k, v in dropped.items() if v]
+    return ", ".join(parts) if parts else "none"
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    db = args.keep_db or ":memory:"
+    print(f"hh-exporter demo: {args.events:,} events in {args.sessions:,} sessions to an "
+          f"embedded collector{' with faults' if args.faults else ''}", flush=True)
+    r = await run_demo(events=args.events, sessions=args.sessions, faults=args.faults, db=db,
+                       seed=args.seed, progress=not args.no_progress)
+    st = r.stats
+    print("\nsummary")
+    print(f"  accepted      {st.accepted:,}  (including {args.sessions:,} session events)"
+          if args.sessions <= args.events else f"  accepted      {st.accepted:,}")
+    print(f"  delivered     {st.delivered:,}")
+    print(f"  dropped       {_fmt_dropped(dict(st.dropped))}")
+    print(f"  pending       {st.pending:,}")
+    print(f"  batches       {st.batches_sent:,} ({st.requests:,} requests, {st.retries:,} retries)")
+    print(f"  throughput    {st.delivered / r.elapsed:,.0f} events/s ({r.elapsed:.2f} s)")
+    print(f"  log call      p50 {r.log_p50_us:.1f} us, p99 {r.log_p99_us:.1f} us")
+    cs = r.collector_stats
+    print(f"  collector     {cs['events_stored']:,} events stored, {cs['duplicates']:,} "
+          f"duplicates ignored, {cs['sessions_stored']:,} sessions")
+    if args.keep_db:
+        print(f"  database      {args.keep_db}")
+    if r.ok:
+        print("check: PASS - every delivered event is stored exactly once; stats add up")
+        return 0
+    for p in r.problems:
+        print(f"check: FAIL - {p}")
+    return 1
+
+
+async def _ingest(args: argparse.Namespace) -> int:
+    from ._config import ExporterConfig
+    from ._exporter import Exporter
+    from ._ingest import run_ingest
+
+    exporter = None
+    if not args.dry_run:
+        try:
+            config = ExporterConfig.from_env(
+                api_key=args.api_key, api_url=args.api_url, project=args.project,
+                max_in_flight=args.max_in_flight, max_batch_events=args.batch_events,
+                close_timeout=args.timeout, linger=0.2)
+        except ValueError as exc:
+            print(f"hh-exporter ingest: {exc}", file=sys.stderr)
+            return 2
+        exporter = Exporter(config=config)
+        project = config.project
+    else:
+        project = args.project or os.environ.get("HH_PROJECT") or "dry-run"
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    rejects_path = args.rejects or "ingest-rejects.jsonl"
+    # The rejects file gets a line per bad input line only: small, rare writes.
+    with open(rejects_path, "w", encoding="utf-8") as rejects:  # noqa: ASYNC230
+        if exporter is None:
+            res = await run_ingest(args.files, None, project=project, rejects=rejects,
+                                   dry_run=True, progress=not args.no_progress, stop=stop)
+        else:
+            async with exporter:
+                res = await run_ingest(args.files, exporter, project=project, rejects=rejects,
+                                       progress=not args.no_progress, stop=stop,
+                                       max_event_bytes=exporter.config.max_batch_bytes)
+                print("flushing...", file=sys.stderr, flush=True)
+            res.stats = exporter.stats()
+    if res.rejected == 0:
+        os.unlink(rejects_path)
+    print("summary")
+    if res.interrupted:
+        print("  interrupted   yes: lines after the last one read were not sent")
+    print(f"  lines read    {res.lines:,}")
+    print(f"  rejected      {res.rejected:,}" + (f" (see {rejects_path})" if res.rejected else ""))
+    if args.dry_run:
+        print(f"  valid         {res.sent:,} (dry run: nothing sent)")
+        return 1 if res.rejected else 0
+    st = res.stats
+    print(f"  accepted      {st.accepted:,}")
+    print(f"  delivered     {st.delivered:,}")
+    print(f"  dropped       {_fmt_dropped(dict(st.dropped))}")
+    print(f"  not delivered {st.accepted - st.delivered:,}")
+    print(f"  requests      {st.requests:,} ({st.retries:,} retries)")
+    print(f"  throughput    {st.delivered / max(res.elapsed, 1e-9):,.0f} events/s "
+          f"({res.elapsed:.2f} s)")
+    failed = res.rejected or st.dropped_total or st.pending or res.interrupted
+    return 1 if failed else 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from .collector import Collector, Faults, parse_script
+
+    try:
+        faults = Faults(
+            script=parse_script(args.fault_script), error_rate=args.error_rate,
+            error_statuses=[int(x) for x in args.error_statuses.split(",") if x.strip()],
+            seed=args.seed, latency=args.latency, max_body_bytes=args.max_body_bytes,
+            drop_rate=args.drop_rate,
+        )
+    except ValueError as exc:
+        print(f"hh-exporter serve: {exc}", file=sys.stderr)
+        return 2
+    token = args.token or os.environ.get("HH_API_KEY")
+    generated = token is None
+    if token is None:
+        token = secrets.token_urlsafe(18)
+    collector = Collector(token=token, db=args.db, host=args.host, port=args.port,
+                          strict=not args.lax, faults=faults)
+    url = await collector.start()
+    print(f"hh-exporter collector listening on {url} (db {args.db})", flush=True)
+    if generated:
+        # A token made up just now, for this local server; not the user's API key.
+        print(f"token: {token}  (set HH_API_KEY or --token to choose one)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        print("stopping: committing acknowledged events", flush=True)
+        await collector.stop()
+    return 0
