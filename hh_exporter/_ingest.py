@@ -73,7 +73,7 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
     """Yield ``(line number, line)`` of a file, ``-`` (stdin) or a ``.gz`` file."""
     # Reads are buffered 1 MiB at a time from the page cache: each blocks the loop for far
     # less than a millisecond, so no thread hop is worth its cost here.
-    raw: IO[bytes]
+    raw: IO[bytes] | gzip.GzipFile
     if path == "-":
         raw = sys.stdin.buffer
     elif path.endswith(".gz"):
