@@ -131,7 +131,10 @@ async def _ingest(args: argparse.Namespace) -> int:
             config = ExporterConfig.from_env(
                 api_key=args.api_key, api_url=args.api_url, project=args.project,
                 max_in_flight=args.max_in_flight, max_batch_events=args.batch_events,
-                close_timeout=args.timeout, linger=0.2)
+                close_timeout=args.timeout, linger=0.2,
+                # A small buffer: backpressure reaches the reader at once, memory stays flat,
+                # and Ctrl-C leaves little to flush.
+                max_buffer_events=max(2000, 4 * args.batch_events * args.max_in_flight))
         except ValueError as exc:
             print(f"hh-exporter ingest: {exc}", file=sys.stderr)
             return 2
@@ -169,8 +172,8 @@ async def _ingest(args: argparse.Namespace) -> int:
     st = res.stats
     print(f"  accepted      {st.accepted:,}")
     print(f"  delivered     {st.delivered:,}")
-    print(f"  dropped       {_fmt_dropped(dict(st.dropped))}")
-    print(f"  not delivered {st.accepted - st.delivered:,}")
+    print(f"  dropped       {st.dropped_total:,} ({_fmt_dropped(dict(st.dropped))})")
+    print(f"  pending       {st.pending:,}")
     print(f"  requests      {st.requests:,} ({st.retries:,} retries)")
     print(f"  throughput    {st.delivered / max(res.elapsed, 1e-9):,.0f} events/s "
           f"({res.elapsed:.2f} s)")
