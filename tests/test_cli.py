@@ -122,7 +122,7 @@ async def test_ingest_through_faults_gz_and_stdin(collector: Collector, tmp_path
 
 async def test_ingest_dry_run_sends_nothing(collector: Collector, tmp_path: Path) -> None:
     """--dry-run validates and sends nothing."""
-    code, out, err = await run_cli("ingest", str(EXAMPLE), "--dry-run", "--no-progress",
+    code, out, _err = await run_cli("ingest", str(EXAMPLE), "--dry-run", "--no-progress",
                                    "--rejects", str(tmp_path / "r.jsonl"))
     assert code == 1  # the example has two bad lines, on purpose
     assert "valid         5" in out

@@ -1,0 +1,224 @@
+"""Every failure has an answer: 413 split, 400 isolation, breaker, outages, fork, hangs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from hh_exporter import DropNotice, Exporter
+from hh_exporter.collector import Collector, Faults
+from hh_exporter.testing import MemoryTransport, Response
+
+from .conftest import assert_balanced, fast_exporter, model_fields
+
+
+async def test_413_splits_until_batches_fit(collector: Collector) -> None:
+    """A 413 halves the batch until each part fits; a lone oversize event is too_large."""
+    collector.faults.set(Faults(max_body_bytes=3000))
+    async with fast_exporter(collector.url, max_batch_events=64) as hh:
+        ids = [hh.log_model_event(**model_fields(i, size=200)) for i in range(64)]
+        big = hh.log_model_event(**model_fields(size=5000))
+        assert await hh.flush(10)
+        st = hh.stats()
+        assert st.delivered == 64 and st.dropped["too_large"] == 1
+        assert_balanced(st)
+    stored = await collector.store.event_ids()  # type: ignore[union-attr]
+    assert sorted(stored) == sorted(ids) and big not in stored
+
+
+async def test_one_invalid_event_in_the_middle_is_isolated(collector: Collector) -> None:
+    """400 bisects the batch: only the invalid event is dropped, with the server's message."""
+    notices: list[DropNotice] = []
+    async with fast_exporter(collector.url, on_drop=notices.append) as hh:
+        ids = [hh.log_model_event(**model_fields(i)) for i in range(200)]
+        # A value the server rejects but the client cannot know about: a non-object message.
+        bad = hh.log_model_event(**{**model_fields(), "messages": ["just a string"]})
+        ids += [hh.log_model_event(**model_fields(i)) for i in range(200, 400)]
+        assert await hh.flush(10)
+        st = hh.stats()
+        assert st.delivered == 400 and st.dropped["rejected"] == 1
+        assert_balanced(st)
+    assert [n.count for n in notices if n.reason == "rejected"] == [1]
+    assert "messages[0]" in (notices[0].detail or "")
+    stored = await collector.store.event_ids()  # type: ignore[union-attr]
+    assert sorted(stored) == sorted(ids) and bad not in stored
+
+
+async def test_outage_then_recovery_loses_nothing(collector: Collector) -> None:
+    """While the server is down logging continues; after it returns everything arrives."""
+    collector.faults.set(Faults(error_rate=1.0, error_statuses=[503]))
+    async with fast_exporter(collector.url, retry_deadline=30, max_attempts=100,
+                             breaker_threshold=3, breaker_cooldown=0.05) as hh:
+        ids = []
+        for i in range(600):
+            ids.append(hh.log_model_event(**model_fields(i)))
+            if i % 50 == 0:
+                await asyncio.sleep(0.02)
+        assert hh.stats().breaker in ("open", "half_open")
+        collector.faults.set(Faults())
+        assert await hh.flush(10)
+        st = hh.stats()
+        assert st.delivered == 600 and st.dropped_total == 0
+        assert_balanced(st)
+    stored = await collector.store.event_ids()  # type: ignore[union-attr]
+    assert sorted(stored) == sorted(ids)
+
+
+async def test_dropped_connections_are_retried(collector: Collector) -> None:
+    """Connections dropped mid-request are retried; nothing is lost or doubled."""
+    collector.faults.set(Faults(drop_rate=0.3, seed=5))
+    async with fast_exporter(collector.url, max_batch_events=25) as hh:
+        ids = [hh.log_model_event(**model_fields(i)) for i in range(500)]
+        assert await hh.flush(10)
+        st = hh.stats()
+        assert st.delivered == 500 and st.retries > 0
+    stored = await collector.store.event_ids()  # type: ignore[union-attr]
+    assert sorted(stored) == sorted(ids)
+
+
+async def test_aclose_returns_on_time_when_the_server_never_answers(
+    collector: Collector,
+) -> None:
+    """aclose(timeout) meets its deadline against a hung server and counts shutdown."""
+    collector.faults.set(Faults(script=["hang"] * 10))
+    hh = fast_exporter(collector.url, max_batch_events=50)
+    await hh.start()
+    for i in range(300):
+        hh.log_model_event(**model_fields(i))
+    await asyncio.sleep(0.05)
+    t0 = time.monotonic()
+    await hh.aclose(0.5)
+    took = time.monotonic() - t0
+    assert took < 2.0
+    st = hh.stats()
+    assert st.dropped["shutdown"] == 300 and st.pending == 0
+    assert_balanced(st)
+
+
+async def test_retries_exhausted_is_counted() -> None:
+    """A batch that keeps failing is dropped as retries_exhausted after max_attempts."""
+    transport = MemoryTransport(lambda path, body: Response(503, b'{"error":"down"}'))
+    async with Exporter(api_key="k", project="p", transport=transport, linger=0.0,
+                        max_attempts=3, backoff_initial=0.0, breaker_threshold=0) as hh:
+        hh.log_model_event(**model_fields())
+        await hh.flush(5)
+        st = hh.stats()
+    assert st.dropped["retries_exhausted"] == 1 and st.requests == 3 and st.retries == 2
+
+
+async def test_breaker_opens_and_probes_with_one_request() -> None:
+    """After N failures the breaker opens, waits, then lets exactly one probe through."""
+    calls: list[float] = []
+
+    def handler(path: str, body: bytes) -> Response:
+        calls.append(time.monotonic())
+        return Response(503) if len(calls) <= 3 else Response(200, b'{"success":true}')
+
+    transport = MemoryTransport(handler)
+    async with Exporter(api_key="k", project="p", transport=transport, linger=0.0,
+                        max_attempts=10, backoff_initial=0.0, breaker_threshold=3,
+                        breaker_cooldown=0.2, max_in_flight=1) as hh:
+        hh.log_model_event(**model_fields())
+        assert await hh.flush(5)
+        st = hh.stats()
+    assert st.delivered == 1 and st.breaker == "closed"
+    assert len(calls) == 4
+    assert calls[3] - calls[2] >= 0.19  # the cool-down separated the probe from the failures
+
+
+async def test_callback_errors_do_not_hurt_the_host() -> None:
+    """An on_drop callback that raises is logged and ignored."""
+
+    def bad_callback(n: DropNotice) -> None:
+        raise RuntimeError("callback bug")
+
+    transport = MemoryTransport(lambda p, b: Response(401, b'{"error":"bad key"}'))
+    async with Exporter(api_key="k", project="p", transport=transport, linger=0.0,
+                        on_drop=bad_callback) as hh:
+        hh.log_model_event(**model_fields())
+        await hh.flush(5)
+        assert hh.stats().dropped["unauthorized"] == 1
+
+
+async def test_encodable_extras_are_documented_types() -> None:
+    """datetimes, UUIDs, sets and dataclasses encode; NaN becomes null."""
+    import dataclasses
+    import datetime
+    import uuid
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    transport = MemoryTransport()
+    async with Exporter(api_key="k", project="p", transport=transport, linger=0.0) as hh:
+        hh.log_model_event(**model_fields(), metadata={
+            "when": datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC), "id": uuid.UUID(int=1),
+            "tags": {"a"}, "p": Point(1), "nan": float("nan")})
+    meta = transport.events()[0]["metadata"]
+    assert meta == {"when": "2026-01-02T00:00:00Z", "id": str(uuid.UUID(int=1)),
+                    "tags": ["a"], "p": {"x": 1}, "nan": None}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+async def test_child_after_fork_refuses_and_parent_goes_on(collector: Collector) -> None:
+    """A forked child cannot use the parent's exporter; the parent still delivers."""
+    async with fast_exporter(collector.url) as hh:
+        hh.log_model_event(**model_fields())
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report what happens, then leave without cleanup
+            try:
+                hh.log_model_event(**model_fields())
+                msg = b"accepted"
+            except Exception as exc:
+                msg = type(exc).__name__.encode() + b":" + str(exc).encode()
+            os.write(w, msg)
+            os._exit(0)
+        os.close(w)
+        _, status = os.waitpid(pid, 0)
+        out = os.read(r, 1000).decode()
+        os.close(r)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert out.startswith("ExporterClosedError:") and "fork" in out
+        hh.log_model_event(**model_fields())
+        assert await hh.flush(5)
+        assert hh.stats().delivered == 2
+
+
+async def test_cancelling_the_owner_task_still_closes() -> None:
+    """Cancelling the task inside 'async with' closes the exporter within its deadline."""
+    transport = MemoryTransport(lambda p, b: asyncio.sleep(60))  # type: ignore[arg-type,return-value]
+    holder: list[Exporter] = []
+
+    async def owner() -> None:
+        async with Exporter(api_key="k", project="p", transport=transport, linger=0.0,
+                            close_timeout=0.2) as hh:
+            holder.append(hh)
+            hh.log_model_event(**model_fields())
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(owner())
+    await asyncio.sleep(0.05)
+    t0 = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - t0 < 2.0
+    st = holder[0].stats()
+    assert holder[0].closed and st.dropped["shutdown"] == 1 and st.pending == 0
+
+
+def test_key_never_in_reprs_or_errors() -> None:
+    """The API key appears in no repr, str or exception message."""
+    secret = "hh_secret_key_0123456789"
+    hh = Exporter(api_key=secret, project="p", api_url="https://api.example.com")
+    try:
+        texts = [repr(hh), str(hh), repr(hh.config), str(hh.config), repr(hh._transport)]
+        assert all(secret not in t for t in texts)
+    finally:
+        hh._finish_close()
+
