@@ -179,7 +179,7 @@ async def test_child_after_fork_refuses_and_parent_goes_on(collector: Collector)
             os.write(w, msg)
             os._exit(0)
         os.close(w)
-        _, status = os.waitpid(pid, 0)
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
         out = os.read(r, 1000).decode()
         os.close(r)
         assert os.waitstatus_to_exitcode(status) == 0
