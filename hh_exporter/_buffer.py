@@ -12,6 +12,9 @@ session share the lane ``(route, None)``. A batch is cut when:
   sessions cost two requests, not a thousand;
 * the small lanes of a route add up to a full batch: a full mixed batch goes at once.
 
+Every count the rules need is kept up to date as events come and go, so a take touches only
+what it cuts: many thousands of pending short sessions cost nothing per wake.
+
 Order is kept within a lane, and so within a session. The buffer is bounded by event count
 and by bytes; when full, ``append`` refuses the event (drop newest) or evicts the oldest.
 """
@@ -25,7 +28,7 @@ from ._encoding import body_overhead
 
 __all__ = ["Batch", "Buffer"]
 
-LaneKey = tuple[str, Hashable | None]
+Sid = Hashable | None
 
 
 class Batch:
@@ -39,7 +42,7 @@ class Batch:
     def __init__(
         self,
         route: str,
-        session_id: Hashable | None,
+        session_id: Sid,
         session_properties: bytes | None,
         events: list[bytes],
         nbytes: int,
@@ -69,13 +72,28 @@ class Batch:
 
 
 class _Lane:
-    __slots__ = ("events", "first_time", "nbytes", "props")
+    __slots__ = ("events", "first_time", "nbytes", "overhead", "props", "small")
 
     def __init__(self, props: bytes | None, now: float) -> None:
         self.events: deque[bytes] = deque()
         self.nbytes = 0
         self.first_time = now
         self.props = props
+        self.overhead = body_overhead(props)
+        self.small = True
+
+
+class _Route:
+    """The lanes of one route, split into small (packed) and big (single-session) ones."""
+
+    __slots__ = ("big", "lanes", "small", "small_bytes", "small_events")
+
+    def __init__(self) -> None:
+        self.lanes: OrderedDict[Sid, _Lane] = OrderedDict()  # creation order: oldest first
+        self.small: OrderedDict[Sid, _Lane] = OrderedDict()
+        self.big: dict[Sid, _Lane] = {}
+        self.small_events = 0
+        self.small_bytes = 0
 
 
 class Buffer:
@@ -102,18 +120,17 @@ class Buffer:
         self.linger = linger
         self.session_batch_min_events = session_batch_min_events
         self.drop_oldest = drop_oldest
-        self._lanes: OrderedDict[LaneKey, _Lane] = OrderedDict()
+        self._mixed_budget = max_batch_bytes - body_overhead(None)
+        self._routes: dict[str, _Route] = {}
+        self._full: dict[tuple[str, Sid], None] = {}  # an ordered set
         #: Events and bytes held now.
         self.events = 0
         self.nbytes = 0
-        #: Set when a batch is full (or the buffer went from empty to not): the worker should
+        #: Set when a batch is ready (or the buffer went from empty to not): the worker should
         #: call :meth:`take_ready`. The worker clears it.
         self.ready = False
         #: Events evicted by ``drop_oldest`` since the owner last reset this to 0.
         self.evicted = 0
-        # Appends since the last take: once they could fill a batch, small lanes may add up
-        # to a full mixed batch, so the worker is woken to look.
-        self._since_take = 0
 
     # -- putting events in -------------------------------------------------------------
 
@@ -121,10 +138,8 @@ class Buffer:
         """Whether an event of ``size`` bytes fits now without evicting anything."""
         return self.events < self.max_events and self.nbytes + size <= self.max_bytes
 
-    def append(
-        self, route: str, session_id: Hashable | None, props: bytes | None, data: bytes,
-        now: float,
-    ) -> bool:
+    def append(self, route: str, session_id: Sid, props: bytes | None, data: bytes,
+               now: float) -> bool:
         """Add one encoded event; return False if it was refused because the buffer is full.
 
         With ``drop_oldest`` the oldest events are evicted instead (counted in ``evicted``).
@@ -137,41 +152,84 @@ class Buffer:
                 self.events >= self.max_events or self.nbytes + size > self.max_bytes
             ):
                 self._evict_one()
-        key = (route, session_id)
-        lane = self._lanes.get(key)
+        r = self._routes.get(route)
+        if r is None:
+            r = self._routes[route] = _Route()
+        lane = r.lanes.get(session_id)
         if lane is None:
-            lane = self._lanes[key] = _Lane(props, now)
+            lane = r.lanes[session_id] = r.small[session_id] = _Lane(props, now)
             if not self.events:
                 self.ready = True
         lane.events.append(data)
         lane.nbytes += size
         self.events += 1
         self.nbytes += size
-        self._since_take += 1
         n = len(lane.events)
-        if n >= self.max_batch_events or self._since_take >= self.max_batch_events or (
-            lane.nbytes + n + body_overhead(lane.props) >= self.max_batch_bytes
-        ):
+        if lane.small:
+            r.small_events += 1
+            r.small_bytes += size
+            if session_id is not None and n >= self.session_batch_min_events:
+                self._make_big(r, session_id, lane)
+            elif r.small_events >= self.max_batch_events or (
+                r.small_bytes + r.small_events > self._mixed_budget
+            ):
+                self.ready = True
+        if n >= self.max_batch_events or lane.nbytes + n + lane.overhead >= self.max_batch_bytes:
+            self._full[(route, session_id)] = None
             self.ready = True
         return True
 
-    def _evict_one(self) -> None:
-        key, lane = next(iter(self._lanes.items()))
-        data = lane.events.popleft()
-        lane.nbytes -= len(data)
-        self.events -= 1
-        self.nbytes -= len(data)
-        self.evicted += 1
+    def _make_big(self, r: _Route, sid: Sid, lane: _Lane) -> None:
+        del r.small[sid]
+        r.big[sid] = lane
+        lane.small = False
+        r.small_events -= len(lane.events)
+        r.small_bytes -= lane.nbytes
+
+    def _settle(self, route: str, r: _Route, sid: Sid, lane: _Lane) -> None:
+        """Re-file a lane whose size went down: drop it when empty, or demote it to small."""
         if not lane.events:
-            del self._lanes[key]
+            del r.lanes[sid]
+            if lane.small:
+                del r.small[sid]
+            else:
+                del r.big[sid]
+            self._full.pop((route, sid), None)
+            if not r.lanes:
+                del self._routes[route]
+            return
+        if not lane.small and len(lane.events) < self.session_batch_min_events:
+            del r.big[sid]
+            r.small[sid] = lane
+            lane.small = True
+            r.small_events += len(lane.events)
+            r.small_bytes += lane.nbytes
+        if not self._lane_full(lane):
+            self._full.pop((route, sid), None)
+
+    def _evict_one(self) -> None:
+        route, r = min(self._routes.items(), key=lambda kv: next(iter(kv[1].lanes.values()))
+                       .first_time)
+        sid, lane = next(iter(r.lanes.items()))
+        data = lane.events.popleft()
+        size = len(data)
+        lane.nbytes -= size
+        if lane.small:
+            r.small_events -= 1
+            r.small_bytes -= size
+        self.events -= 1
+        self.nbytes -= size
+        self.evicted += 1
+        self._settle(route, r, sid, lane)
 
     # -- taking batches out ------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
         """When the oldest lane's linger runs out (in the caller's clock), or None if empty."""
-        if not self._lanes:
+        if not self._routes:
             return None
-        return min(lane.first_time for lane in self._lanes.values()) + self.linger
+        return min(next(iter(r.lanes.values())).first_time
+                   for r in self._routes.values()) + self.linger
 
     def take_ready(self, now: float, *, force: bool = False, limit: int = 1 << 30) -> list[Batch]:
         """Cut and return up to ``limit`` batches that are ready at ``now``.
@@ -180,48 +238,46 @@ class Buffer:
         """
         out: list[Batch] = []
         self.ready = False
-        self._since_take = 0
-        if not self._lanes or limit <= 0:
+        if not self._routes or limit <= 0:
             return out
         # 1. Lanes that hold a full batch go first, whole batches only.
-        for key, lane in list(self._lanes.items()):
+        for route, sid in list(self._full):
+            r = self._routes[route]
+            lane = r.lanes[sid]
             while len(out) < limit and self._lane_full(lane):
-                out.append(self._cut(key, lane, single=key[1] is not None))
-            if not lane.events:
-                del self._lanes[key]
+                out.append(self._cut(route, r, sid, lane, single=sid is not None))
+            self._settle(route, r, sid, lane)
         # 2. Per route: on linger or force, everything; else full mixed batches of small lanes.
-        routes: dict[str, list[tuple[LaneKey, _Lane]]] = {}
-        for key, lane in self._lanes.items():
-            routes.setdefault(key[0], []).append((key, lane))
-        for lanes in routes.values():
+        for route, r in list(self._routes.items()):
             if len(out) >= limit:
                 break
-            expired = force or min(lane.first_time for _, lane in lanes) + self.linger <= now
-            small: list[tuple[LaneKey, _Lane]] = []
-            for key, lane in lanes:
-                if key[1] is not None and len(lane.events) >= self.session_batch_min_events:
-                    while expired and lane.events and len(out) < limit:
-                        out.append(self._cut(key, lane, single=True))
-                else:
-                    small.append((key, lane))
-            self._pack_mixed(small, out, limit, drain=expired)
-        for key in [k for k, lane in self._lanes.items() if not lane.events]:
-            del self._lanes[key]
-        if self._lanes and (force or any(self._lane_full(lane) for lane in self._lanes.values())):
-            # More is ready than the limit let out: the worker must come back.
-            self.ready = True
+            expired = force or next(iter(r.lanes.values())).first_time + self.linger <= now
+            if expired:
+                for sid, lane in list(r.big.items()):
+                    while lane.events and len(out) < limit:
+                        out.append(self._cut(route, r, sid, lane, single=True))
+                    self._settle(route, r, sid, lane)
+            self._pack_mixed(route, r, out, limit, drain=expired)
+        if self._full or (force and self.events):
+            self.ready = True  # more is ready than the limit let out: come back
+        else:
+            for r in self._routes.values():
+                if r.small_events >= self.max_batch_events or (
+                    r.small_bytes + r.small_events > self._mixed_budget
+                ):
+                    self.ready = True
         return out
 
     def _lane_full(self, lane: _Lane) -> bool:
         n = len(lane.events)
         return n >= self.max_batch_events or (
-            n > 0 and lane.nbytes + n + body_overhead(lane.props) >= self.max_batch_bytes
+            n > 0 and lane.nbytes + n + lane.overhead >= self.max_batch_bytes
         )
 
-    def _cut(self, key: LaneKey, lane: _Lane, *, single: bool) -> Batch:
+    def _cut(self, route: str, r: _Route, sid: Sid, lane: _Lane, *, single: bool) -> Batch:
         """Take one batch from the front of a lane, within both batch limits."""
         props = lane.props if single else None
-        budget = self.max_batch_bytes - body_overhead(props)
+        budget = self.max_batch_bytes - (lane.overhead if single else body_overhead(None))
         events: list[bytes] = []
         nbytes = 0
         q = lane.events
@@ -232,53 +288,56 @@ class Buffer:
             events.append(q.popleft())
             nbytes += size
         lane.nbytes -= nbytes
+        if lane.small:
+            r.small_events -= len(events)
+            r.small_bytes -= nbytes
         self.events -= len(events)
         self.nbytes -= nbytes
-        return Batch(key[0], key[1] if single else None, props, events, nbytes)
+        return Batch(route, sid if single else None, props, events, nbytes)
 
-    def _pack_mixed(
-        self, lanes: list[tuple[LaneKey, _Lane]], out: list[Batch], limit: int, *, drain: bool
-    ) -> None:
+    def _pack_mixed(self, route: str, r: _Route, out: list[Batch], limit: int, *,
+                    drain: bool) -> None:
         """Pack small lanes, oldest first, into mixed batches.
 
         Without ``drain`` only full batches are cut, and the rest waits for its linger.
         """
-        if not lanes:
-            return
-        left_events = sum(len(lane.events) for _, lane in lanes)
-        left_bytes = sum(lane.nbytes for _, lane in lanes)
-        budget = self.max_batch_bytes - body_overhead(None)
-        route = lanes[0][0][0]
-        it = iter(lanes)
-        lane: _Lane | None = None
-        while len(out) < limit and left_events:
-            if not drain and left_events < self.max_batch_events and (
-                left_bytes + left_events < budget
+        budget = self._mixed_budget
+        while r.small and len(out) < limit:
+            if not drain and r.small_events < self.max_batch_events and (
+                r.small_bytes + r.small_events <= budget
             ):
                 return
             events: list[bytes] = []
             nbytes = 0
-            while len(events) < self.max_batch_events:
-                if lane is None or not lane.events:
-                    lane = next((ln for _, ln in it if ln.events), None)
-                    if lane is None:
+            while r.small and len(events) < self.max_batch_events:
+                sid, lane = next(iter(r.small.items()))
+                q = lane.events
+                taken = 0
+                while q and len(events) < self.max_batch_events:
+                    size = len(q[0])
+                    if events and nbytes + size + len(events) > budget:
                         break
-                size = len(lane.events[0])
-                if events and nbytes + size + len(events) > budget:
+                    events.append(q.popleft())
+                    nbytes += size
+                    taken += size
+                lane.nbytes -= taken
+                if q:  # the batch is full; the rest of this lane waits
                     break
-                events.append(lane.events.popleft())
-                lane.nbytes -= size
-                nbytes += size
-            left_events -= len(events)
-            left_bytes -= nbytes
+                self._settle(route, r, sid, lane)
+            r.small_events -= len(events)
+            r.small_bytes -= nbytes
             self.events -= len(events)
             self.nbytes -= nbytes
             out.append(Batch(route, None, None, events, nbytes))
+            if route not in self._routes:
+                return
 
     def drain_all(self) -> list[bytes]:
         """Remove and return every buffered event (used when closing gives up)."""
-        events = [e for lane in self._lanes.values() for e in lane.events]
-        self._lanes.clear()
+        events = [e for r in self._routes.values() for lane in r.lanes.values()
+                  for e in lane.events]
+        self._routes.clear()
+        self._full.clear()
         self.events = 0
         self.nbytes = 0
         self.ready = False

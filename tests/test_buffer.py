@@ -125,3 +125,28 @@ def test_invariants(
     for key in {v for v in accepted.values()}:                    # order per session
         seq = [order[e] for _, _, e in out if accepted[e] == key]
         assert seq == sorted(seq)
+
+
+def test_small_sessions_adding_up_to_a_batch_go_before_linger() -> None:
+    """Many one-event sessions fill a mixed batch at once; the remainder waits for linger."""
+    b = make(max_batch_events=10)
+    for s in range(25):
+        b.append(MODEL_ROUTE, f"s{s}", b"{}", ev(s), now=0.0)
+    assert b.ready
+    batches = b.take_ready(0.0)
+    assert [len(x) for x in batches] == [10, 10]
+    assert all(x.session_properties is None for x in batches)
+    assert b.events == 5 and not b.ready
+    assert [len(x) for x in b.take_ready(1.0)] == [5]
+
+
+def test_a_big_session_demoted_after_a_cut_is_packed_later() -> None:
+    """A session cut below the single-session threshold joins the mixed batches."""
+    b = make(max_batch_events=10, session_batch_min_events=4)
+    for i in range(12):
+        b.append(MODEL_ROUTE, "big", b"{}", ev(i), now=0.0)
+    b.append(MODEL_ROUTE, "tiny", b"{}", ev(99), now=0.0)
+    first = b.take_ready(0.0)
+    assert [len(x) for x in first] == [10]
+    rest = b.take_ready(0.0, force=True)
+    assert sorted(len(x) for x in rest) == [3] and rest[0].session_properties is None
