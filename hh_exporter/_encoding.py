@@ -52,19 +52,21 @@ _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 _encode = _encoder.encode
 
 
-def encode(obj: msgspec.Struct) -> bytes:
-    """Encode a wire Struct to JSON bytes, or raise :class:`EventError` naming the bad field."""
+def encode(obj: msgspec.Struct | dict[str, Any]) -> bytes:
+    """Encode a Struct or dict to JSON bytes, or raise :class:`EventError` naming the bad field."""
     try:
         return _encode(obj)
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
         raise EventError(_describe(obj, exc)) from None
 
 
-def _describe(obj: msgspec.Struct, exc: Exception) -> str:
+def _describe(obj: msgspec.Struct | dict[str, Any], exc: Exception) -> str:
     # Slow path only: find which field fails by encoding each one alone.
-    for name in obj.__struct_fields__:
+    items = obj.items() if isinstance(obj, dict) else (
+        (n, getattr(obj, n)) for n in obj.__struct_fields__)
+    for name, value in items:
         try:
-            _encode(getattr(obj, name))
+            _encode(value)
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as field_exc:
             return f"field {name!r} cannot be encoded: {field_exc}"
     return f"event cannot be encoded: {exc}"

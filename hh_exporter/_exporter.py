@@ -78,11 +78,11 @@ class Session:
 
     def log_model_event(self, **fields: Unpack[ModelEventFields]) -> str:
         """Log a model event in this session; see :meth:`Exporter.log_model_event`."""
-        return self._exporter.log_model_event(session=self, **fields)
+        return self._exporter._log(MODEL_ROUTE, fields, self)  # type: ignore[arg-type]
 
     def log_event(self, **fields: Unpack[EventFields]) -> str:
         """Log a generic event in this session; see :meth:`Exporter.log_event`."""
-        return self._exporter.log_event(session=self, **fields)
+        return self._exporter._log(GENERIC_ROUTE, fields, self)  # type: ignore[arg-type]
 
     async def send_model_event(
         self, *, timeout: float | None = None, **fields: Unpack[ModelEventFields]
@@ -136,6 +136,9 @@ class Exporter:
         self._project = config.project
         self._source = config.source
         self._max_event_bytes = min(config.max_batch_bytes, config.max_buffer_bytes)
+        # Below this size no envelope can make an event too large: one comparison on the
+        # hot path instead of a function call.
+        self._max_plain_event = self._max_event_bytes - body_overhead(b"")
         self._buffer = Buffer(
             max_events=config.max_buffer_events,
             max_bytes=config.max_buffer_bytes,
@@ -341,21 +344,13 @@ class Exporter:
         later changes to the arguments change nothing.
 
         Raises:
-            EventError: A field has the wrong type or cannot be encoded (nothing is logged).
+            EventError: A field is unknown, has the wrong type or cannot be encoded (nothing
+                is logged).
             ExporterClosedError: The exporter is closed or failed.
 
         Network trouble never raises here: it shows in :meth:`stats` and ``on_drop``.
         """
-        if session is None:
-            event_id, data = encode_model_event(
-                fields, project=self._project, source=self._source, session_id=None)  # type: ignore[arg-type]
-            self._submit(MODEL_ROUTE, None, None, data)
-        else:
-            sid = session.session_id
-            event_id, data = encode_model_event(
-                fields, project=self._project, source=self._source, session_id=sid)  # type: ignore[arg-type]
-            self._submit(MODEL_ROUTE, sid, session.properties_json, data)
-        return event_id
+        return self._log(MODEL_ROUTE, fields, session)  # type: ignore[arg-type]
 
     def log_event(self, *, session: Session | None = None, **fields: Unpack[EventFields]) -> str:
         """Log one generic event (``chain``, ``tool``, ``model``) without waiting.
@@ -363,11 +358,20 @@ class Exporter:
         ``event_type`` and ``event_name`` are required. Same guarantees and errors as
         :meth:`log_model_event`.
         """
-        sid = None if session is None else session.session_id
-        event_id, data = encode_event(
-            fields, project=self._project, source=self._source, session_id=sid)  # type: ignore[arg-type]
-        self._submit(GENERIC_ROUTE, sid, None if session is None else session.properties_json,
-                     data)
+        return self._log(GENERIC_ROUTE, fields, session)  # type: ignore[arg-type]
+
+    def _log(self, route: str, fields: dict[str, Any], session: Session | None) -> str:
+        # `fields` is a call's own **kwargs dict: completed in place, encoded once.
+        encode = encode_model_event if route is MODEL_ROUTE else encode_event
+        if session is None:
+            event_id, data = encode(fields, project=self._project, source=self._source,
+                                    session_id=None)
+            self._submit(route, None, None, data)
+        else:
+            sid = session.session_id
+            event_id, data = encode(fields, project=self._project, source=self._source,
+                                    session_id=sid)
+            self._submit(route, sid, session.properties_json, data)
         return event_id
 
     async def send_model_event(
@@ -455,7 +459,10 @@ class Exporter:
             return
         c.accepted += 1
         buf = self._buffer
-        if len(data) + body_overhead(props) > self._max_event_bytes:
+        size = len(data)
+        if size + (0 if props is None else len(props)) > self._max_plain_event and (
+            size + body_overhead(props) > self._max_event_bytes
+        ):
             self._drop("too_large", 1, f"event of {len(data)} bytes exceeds max_batch_bytes="
                        f"{self.config.max_batch_bytes}", None)
             return
