@@ -8,7 +8,12 @@ Scenarios:
 2. end to end: events/s and client CPU us/event until ``flush()`` returns, vs the encode-only
    rate and a raw aiohttp POST of pre-encoded 500-event batches to the same sink;
 3. many short sessions: the same with 1-2 events per session;
-4. collector ingest: events/s of 500-event batches into SQLite and into ``none``.
+4. memory: RSS growth per buffered event with the sink down, vs the encoded size; and RSS
+   growth when the byte limit is reached (the bound must hold);
+5. loop health: p99 lateness of a 1 ms probe task while the exporter runs flat out;
+6. shutdown: time for ``aclose()`` to deliver N buffered events, vs N / raw POST rate;
+7. collector ingest: events/s of 500-event batches into SQLite and into ``none``;
+8. ``hh-exporter ingest`` of a JSONL file (1M lines by default) to the ``none`` collector.
 """
 
 from __future__ import annotations
@@ -58,8 +63,12 @@ async def bench_log_cost(n: int) -> list[dict[str, Any]]:
     for label, events in (("seed event", [seed_fields()] * n), ("realistic mix", realistic(n))):
         floor = []
         for f in events:
+            # The floor encodes the same event as it goes on the wire: with the project, ids
+            # and timestamps the exporter adds.
+            wire = {**f, "project": "bench", "event_id": "0b6f2f9e-8d3c-4c43-9a53-4f9d6f7c1a10",
+                    "start_time": 1795371168173, "end_time": 1795371168985, "source": "dev"}
             a = time.perf_counter_ns()
-            enc.encode(f)
+            enc.encode(wire)
             floor.append((time.perf_counter_ns() - a) / 1000)
         cost = []
         async with Exporter(api_key=TOKEN, project="bench", api_url="http://127.0.0.1:9",
@@ -136,6 +145,117 @@ async def end_to_end(
             "cpu_us_per_event": cpu / len(fields) * 1e6, "requests": st.requests}
 
 
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def memory(n: int) -> dict[str, Any]:
+    """Sink down (a closed port): events pile up in the buffer."""
+    import gc
+
+    pool = realistic(1000)
+    enc = msgspec.json.Encoder()
+    sizes: list[int] = []
+    out: dict[str, Any] = {}
+    for label, limit in (("bounded", 32 << 20), ("unbounded", 1 << 34)):
+        gc.collect()
+        async with Exporter(api_key=TOKEN, project="bench", api_url="http://127.0.0.1:9",
+                            max_buffer_events=10 * n, max_buffer_bytes=limit, linger=3600,
+                            close_timeout=0.1) as hh:
+            base = rss()
+            for i in range(n):
+                hh.log_model_event(**pool[i % len(pool)])
+            gc.collect()
+            grown = rss() - base
+            st = hh.stats()
+            if label == "unbounded":
+                sizes = [len(b) for lane in hh._buffer._routes.values()
+                         for ln in lane.lanes.values() for b in ln.events]
+                avg = sum(sizes) / len(sizes)
+                out["encoded_bytes_per_event"] = avg
+                out["rss_bytes_per_event"] = grown / st.buffered
+                out["target_bytes_per_event"] = 1.5 * avg + 200
+            else:
+                out["bounded_limit_bytes"] = limit
+                out["bounded_buffered_bytes"] = st.pending_bytes
+                out["bounded_rss_growth_bytes"] = grown
+                out["bounded_dropped_queue_full"] = st.dropped["queue_full"]
+            hh._buffer.drain_all()
+    _ = enc
+    return out
+
+
+async def loop_lag(url: str, fields: list[dict[str, Any]]) -> dict[str, Any]:
+    lags: list[float] = []
+    done = asyncio.Event()
+
+    async def probe() -> None:
+        while not done.is_set():
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            lags.append((time.perf_counter() - t - 0.001) * 1000)
+
+    # A pool of 1,000 events, reused: 100,000 pre-built dicts would make the benchmark's own
+    # heap the subject (each full GC pass walks every container in the process).
+    pool = fields[:1000]
+    task = asyncio.create_task(probe())
+    async with Exporter(api_key=TOKEN, project="bench", api_url=url,
+                        max_buffer_events=len(fields) + 10, max_buffer_bytes=1 << 30,
+                        close_timeout=120) as hh:
+        for i in range(len(fields)):
+            hh.log_model_event(**pool[i % 1000])
+            if i % 100 == 0:
+                await asyncio.sleep(0)  # a service logging between requests
+        await hh.flush(120)
+    done.set()
+    await task
+    return {"probe_samples": len(lags), "p50_ms": pct(lags, 0.5), "p99_ms": pct(lags, 0.99),
+            "max_ms": max(lags)}
+
+
+async def shutdown(url: str, fields: list[dict[str, Any]]) -> float:
+    hh = Exporter(api_key=TOKEN, project="bench", api_url=url, linger=3600,
+                  max_buffer_events=len(fields) + 10, max_buffer_bytes=1 << 30,
+                  close_timeout=120)
+    for f in fields:  # logged before start: all buffered, nothing sent yet
+        hh.log_model_event(**f)
+    await hh.start()
+    t0 = time.perf_counter()
+    await hh.aclose()
+    took = time.perf_counter() - t0
+    st = hh.stats()
+    assert st.delivered == len(fields), st
+    return took
+
+
+def ingest_file(path: Path, lines: int) -> None:
+    ev = {k: v for k, v in SEED_EVENT.items() if k not in ("tools", "template", "project")}
+    enc = msgspec.json.Encoder()
+    with path.open("wb") as f:
+        chunk = []
+        for i in range(lines):
+            ev["session_id"] = f"00000000-0000-4000-8000-{i // 3:012d}"
+            chunk.append(enc.encode(ev))
+            if len(chunk) == 10000:
+                f.write(b"\n".join(chunk) + b"\n")
+                chunk = []
+        if chunk:
+            f.write(b"\n".join(chunk) + b"\n")
+
+
+def ingest_cli(url: str, path: Path) -> tuple[float, str]:
+    env = {**os.environ, "HH_API_KEY": TOKEN, "HH_PROJECT": "bench"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "hh_exporter", "ingest", str(path), "--api-url", url,
+         "--no-progress", "--rejects", str(path) + ".rejects"],
+        capture_output=True, text=True, env=env, timeout=600)
+    took = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return took, proc.stdout
+
+
 async def collector_ingest(db: str, n: int) -> float:
     proc, url = start_sink(db)
     try:
@@ -167,7 +287,13 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100_000, help="events per end-to-end scenario")
     ap.add_argument("--json", default="benchmarks/results.json")
+    ap.add_argument("--ingest-lines", type=int, default=1_000_000,
+                    help="lines of the hh-exporter ingest file")
+    ap.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory_child:
+        print(json.dumps(await memory(args.memory_child)))
+        return
     n = args.n
     out: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}",
                            "n": n}
@@ -194,6 +320,8 @@ async def main() -> None:
         floor_post = await raw_post_floor(url, wire)
         e2e = await end_to_end(url, fields, None)
         short = await end_to_end(url, fields, 2)
+        lag = await loop_lag(url, fields)
+        close_s = await shutdown(url, fields)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -211,6 +339,31 @@ async def main() -> None:
     print("targets: events/s >= 80% of raw POST; CPU/event <= 2x encode; short sessions >= 50%"
           " of end to end")
 
+    print(f"\n{'loop health: 1 ms probe lateness, ms':<44}{'p50':>8}{'p99':>8}{'max':>8}")
+    print(f"{'  exporter flat out, realistic mix':<44}{lag['p50_ms']:>8.2f}{lag['p99_ms']:>8.2f}"
+          f"{lag['max_ms']:>8.2f}   target p99 <= 5 ms")
+    floor_close = n / floor_post
+    print(f"\n{'shutdown: aclose() of N buffered events':<44}{'s':>8}{'floor s':>9}{'ratio':>8}")
+    print(f"{'  ' + format(n, ',') + ' events':<44}{close_s:>8.2f}{floor_close:>9.2f}"
+          f"{close_s / floor_close:>7.2f}x   target <= 1.2x (floor: N / raw POST rate)")
+    out.update(loop_lag=lag, shutdown_s=close_s, shutdown_floor_s=floor_close)
+
+    # In a fresh process: this one's allocator already holds freed memory from the runs above.
+    child = await asyncio.to_thread(
+        subprocess.run, [sys.executable, __file__, "--memory-child", str(min(n, 50_000))],
+        capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
+    mem = json.loads(child.stdout.strip().splitlines()[-1])
+    out["memory"] = mem
+    print(f"\n{'memory, sink down':<44}{'bytes':>12}")
+    print(f"{'  encoded size per event':<44}{mem['encoded_bytes_per_event']:>12,.0f}")
+    print(f"{'  RSS growth per buffered event':<44}{mem['rss_bytes_per_event']:>12,.0f}"
+          f"   target <= {mem['target_bytes_per_event']:,.0f} (1.5x + 200 B)")
+    print(f"{'  with max_buffer_bytes 32 MiB: buffered':<44}{mem['bounded_buffered_bytes']:>12,}")
+    print(f"{'  with max_buffer_bytes 32 MiB: RSS growth':<44}"
+          f"{mem['bounded_rss_growth_bytes']:>12,}   "
+          f"({mem['bounded_dropped_queue_full']:,} dropped as queue_full)")
+
     m = max(5000, min(n, 100_000))
     sqlite_rate = await collector_ingest(":memory:", m)
     none_rate = await collector_ingest("none", m)
@@ -218,6 +371,23 @@ async def main() -> None:
     print(f"\n{'collector ingest, 500-event seed batches':<44}{'events/s':>12}")
     print(f"{'  SQLite (:memory:, WAL, group commit)':<44}{sqlite_rate:>12,.0f}")
     print(f"{'  none (validate and count)':<44}{none_rate:>12,.0f}")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.jsonl"
+        ingest_file(path, args.ingest_lines)
+        size = path.stat().st_size
+        proc, url = start_sink("none")
+        try:
+            took, _summary = await asyncio.to_thread(ingest_cli, url, path)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    rate = args.ingest_lines / took
+    out.update(ingest_lines=args.ingest_lines, ingest_s=took, ingest_rate=rate)
+    print(f"\n{'hh-exporter ingest to the none collector':<44}{'events/s':>12}")
+    label = f"  {args.ingest_lines:,} lines, {size >> 20:,} MiB"
+    print(f"{label:<44}{rate:>12,.0f}   target >= 50,000 (process start included)")
     Path(args.json).write_text(json.dumps(out, indent=2))  # noqa: ASYNC240 - once, at the end
     print(f"\nwritten: {args.json}")
 

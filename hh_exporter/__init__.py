@@ -18,6 +18,7 @@ from ._errors import (
 from ._exporter import Exporter, Session
 from ._models import BatchResponse, Event, ModelEvent, SessionProperties
 from ._stats import DROP_REASONS, DropNotice, DropReason, ExporterStats
+from ._sync import SyncExporter
 from ._transport import AiohttpTransport, Response, Transport
 from ._version import __version__
 
@@ -45,6 +46,7 @@ __all__ = [
     "Response",
     "Session",
     "SessionProperties",
+    "SyncExporter",
     "Transport",
     "TransportError",
     "__version__",

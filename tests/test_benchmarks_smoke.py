@@ -14,7 +14,8 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     """A tiny run of every scenario completes, delivers every event and writes its JSON."""
     out = tmp_path / "r.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--n", "2000", "--json", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--n", "2000",
+         "--ingest-lines", "3000", "--json", str(out)],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

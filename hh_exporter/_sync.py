@@ -1,0 +1,124 @@
+"""A facade for synchronous code (scripts, Flask, Celery): the same exporter on its own loop.
+
+:class:`SyncExporter` starts a daemon thread that runs an event loop with an
+:class:`~hh_exporter.Exporter` on it. Log calls from any thread hand the encoded event to
+that loop; ``flush``/``close`` block for at most their deadline. At interpreter exit an
+``atexit`` hook closes it within ``close_timeout``, so a script that forgets still delivers
+what it can and never hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any, TypeVar, Unpack
+
+from ._errors import ExporterClosedError
+from ._events import EventFields, ModelEventFields, SessionFields
+from ._exporter import Exporter, Session
+from ._stats import ExporterStats
+
+__all__ = ["SyncExporter"]
+
+T = TypeVar("T")
+
+
+class SyncExporter:
+    """An :class:`Exporter` for code without an event loop.
+
+    Takes the same arguments as :class:`Exporter`::
+
+        hh = hh_exporter.SyncExporter(project="batch-job")
+        hh.log_model_event(model="gpt-4o", provider="openai", messages=m, response=r)
+        hh.close()          # or rely on the atexit hook, or use it as a context manager
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever,
+                                        name="hh_exporter-sync", daemon=True)
+        self._thread.start()
+        self._closed = False
+        try:
+            self._exporter: Exporter = self._call(self._start(kwargs), None)
+        except BaseException:
+            self._stop_loop()
+            raise
+        atexit.register(self.close)
+
+    @staticmethod
+    async def _start(kwargs: dict[str, Any]) -> Exporter:
+        exporter = Exporter(**kwargs)
+        await exporter.start()
+        return exporter
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def __repr__(self) -> str:
+        return f"<SyncExporter {self._exporter!r}>"
+
+    @property
+    def config(self) -> Any:
+        """The exporter's :class:`ExporterConfig`."""
+        return self._exporter.config
+
+    def session(self, **properties: Unpack[SessionFields]) -> Session:
+        """Start a session; its handle may be used from any thread."""
+        return self._exporter.session(**properties)
+
+    def log_model_event(
+        self, *, session: Session | None = None, **fields: Unpack[ModelEventFields]
+    ) -> str:
+        """See :meth:`Exporter.log_model_event`; safe from any thread."""
+        return self._exporter.log_model_event(session=session, **fields)
+
+    def log_event(self, *, session: Session | None = None, **fields: Unpack[EventFields]) -> str:
+        """See :meth:`Exporter.log_event`; safe from any thread."""
+        return self._exporter.log_event(session=session, **fields)
+
+    def stats(self) -> ExporterStats:
+        """A consistent snapshot, taken on the exporter's loop."""
+        if self._closed:
+            return self._exporter.stats()
+
+        async def snap() -> ExporterStats:
+            return self._exporter.stats()
+
+        return self._call(snap(), 10.0)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until nothing is pending, or the deadline; see :meth:`Exporter.flush`."""
+        if self._closed:
+            raise ExporterClosedError("the exporter is closed")
+        deadline = self._exporter.config.close_timeout if timeout is None else timeout
+        return self._call(self._exporter.flush(deadline), deadline + 5.0)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver what can be delivered within ``timeout``, then stop the thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        deadline = self._exporter.config.close_timeout if timeout is None else timeout
+        try:
+            self._call(self._exporter.aclose(deadline), deadline + 5.0)
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10.0)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def __enter__(self) -> SyncExporter:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
