@@ -222,3 +222,72 @@ def test_key_never_in_reprs_or_errors() -> None:
     finally:
         hh._finish_close()
 
+
+
+async def test_429_storm_with_retry_after(collector: Collector) -> None:
+    """A storm of 429s with Retry-After is waited out; everything arrives once."""
+    collector.faults.set(Faults(script=["429@0.05"] * 12))
+    async with fast_exporter(collector.url, max_batch_events=50, max_attempts=20,
+                             breaker_threshold=0) as hh:
+        ids = [hh.log_model_event(**model_fields(i)) for i in range(200)]
+        t0 = time.monotonic()
+        assert await hh.flush(10)
+        st = hh.stats()
+        assert st.delivered == 200 and st.retries == 12
+        # Four batches in flight share the storm, each waiting at least the 50 ms floor
+        # per 429 it received: the storm cannot pass in less than 12 / 4 floors.
+        assert time.monotonic() - t0 >= 0.15
+    stored = await collector.store.event_ids()  # type: ignore[union-attr]
+    assert sorted(stored) == sorted(ids)
+
+
+async def test_a_bug_in_the_transport_is_counted_not_raised() -> None:
+    """An unexpected error while sending drops that batch as worker_failed; logging goes on."""
+    calls = 0
+
+    def handler(path: str, body: bytes) -> Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("bug in a custom transport")
+        return Response(200, b'{"success":true}')
+
+    transport = MemoryTransport(handler)
+    async with Exporter(api_key="k", project="p", transport=transport, linger=0.0,
+                        max_in_flight=1) as hh:
+        hh.log_model_event(**model_fields())
+        await hh.flush(5)
+        hh.log_model_event(**model_fields())
+        assert await hh.flush(5)
+        st = hh.stats()
+    assert st.dropped["worker_failed"] == 1 and st.delivered == 1
+    assert_balanced(st)
+
+
+def test_unclosed_exporter_warns_when_collected() -> None:
+    """An exporter dropped with events still buffered emits a ResourceWarning."""
+    import gc
+
+    hh = Exporter(api_key="k", project="p", transport=MemoryTransport())
+    hh.log_model_event(**model_fields())
+    with pytest.warns(ResourceWarning, match="unclosed"):
+        del hh
+        gc.collect()
+
+
+async def test_pydantic_and_numpy_style_values_are_converted() -> None:
+    """Objects with model_dump() and numpy-style scalars with item() are encoded."""
+
+    class Model:
+        def model_dump(self, mode: str = "python") -> dict[str, int]:
+            return {"a": 1}
+
+    class Float64:
+        def item(self) -> float:
+            return 0.5
+
+    Float64.__module__ = "numpy"  # how numpy scalars present themselves to the hook
+    transport = MemoryTransport()
+    async with Exporter(api_key="k", project="p", transport=transport, linger=0.0) as hh:
+        hh.log_model_event(**model_fields(), metadata={"m": Model(), "score": Float64()})
+    assert transport.events()[0]["metadata"] == {"m": {"a": 1}, "score": 0.5}
