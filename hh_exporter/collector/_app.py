@@ -60,6 +60,10 @@ class _Ingest:
         self.events_received = 0
         self.duplicates = 0
         self.bytes_received = 0
+        self._typed = {
+            "/events/model/batch": S.batch_decoder(model=True, strict=strict),
+            "/events/batch": S.batch_decoder(model=False, strict=strict),
+        }
         self._model = S.event_decoder(model=True, strict=strict)
         self._event = S.event_decoder(model=False, strict=strict)
         self._dec: dict[str, msgspec.json.Decoder[Any]] = {
@@ -138,10 +142,15 @@ class _Ingest:
 
     async def _batch(self, body: bytes, partial: bool, model: bool) -> web.Response:
         path = "/events/model/batch" if model else "/events/batch"
-        req = self._decode(path, body)
-        raws: list[msgspec.Raw] = req.model_events if model else req.events
-        key = "model_events" if model else "events"
-        evs = [self._validate(raw, model, f"{key}[{i}]") for i, raw in enumerate(raws)]
+        # One pass validates the envelope and every event; a second, cheap pass over the
+        # same bytes yields each event's raw JSON, stored as sent (unknown fields kept).
+        try:
+            req = self._typed[path].decode(body)
+        except msgspec.ValidationError as exc:
+            raise _BadRequest(S.format_error(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise _BadRequest(f"invalid JSON: {exc}") from None
+        evs = req.model_events if model else req.events
         single = bool(req.single_session if req.single_session is not None
                       else req.is_single_session)
         props = req.session_properties or req.session
@@ -153,18 +162,21 @@ class _Ingest:
             sessions.append((batch_sid, _props_json(props)))
         elif props is not None and props.session_id:
             sessions.append((props.session_id, _props_json(props)))
+        ids = [e.event_id or str(uuid.uuid4()) for e in evs]
+        self.events_received += len(ids)
         rows: list[EventRow] = []
-        ids: list[str] = []
-        for ev, raw in zip(evs, raws, strict=True):
-            eid = ev.event_id or str(uuid.uuid4())
-            sid = ev.session_id or batch_sid
-            etype = "model" if model else (ev.event_type or "chain")
-            if etype == "session":
-                sid = sid or eid
-                sessions.append((sid, _event_session_json(ev)))
-            ids.append(eid)
-            rows.append((eid, sid, etype, path, bytes(raw)))
-        self.events_received += len(rows)
+        if self.store.keeps_bodies:
+            raw_req = self._dec[path].decode(body)
+            raws: list[msgspec.Raw] = raw_req.model_events if model else raw_req.events
+            for ev, eid, raw in zip(evs, ids, raws, strict=True):
+                sid = ev.session_id or batch_sid
+                etype = "model" if model else (ev.event_type or "chain")
+                if etype == "session":
+                    sid = sid or eid
+                    sessions.append((sid, _event_session_json(raw)))
+                rows.append((eid, sid, etype, path, bytes(raw)))
+        else:
+            rows = [(eid, None, "", path, b"") for eid in ids]  # counted, never kept
         if partial and rows:
             half = len(rows) // 2
             await self._store(rows[:half], sessions)
@@ -199,7 +211,7 @@ class _Ingest:
         sid = ev.session_id
         if etype == "session":
             sid = sid or eid
-            sessions.append((sid, _event_session_json(ev)))
+            sessions.append((sid, _event_session_json(raw)))
         self.events_received += 1
         await self._store([(eid, sid, etype, path, bytes(raw))], sessions)
         return _json({"event_id": eid, "success": True})
@@ -283,9 +295,11 @@ def _props_json(props: S.SessionProps | None) -> bytes:
     return _encode({k: v for k, v in d.items() if v is not None and k != "session_id"})
 
 
-def _event_session_json(ev: Any) -> bytes:
-    d = {k: getattr(ev, k, None) for k in _SESSION_KEYS}
-    d["session_name"] = ev.event_name
+def _event_session_json(raw: msgspec.Raw) -> bytes:
+    # Rare path (one per announced session): the full event, for its properties.
+    ev = msgspec.json.decode(raw)
+    d = {k: ev.get(k) for k in _SESSION_KEYS}
+    d["session_name"] = ev.get("event_name")
     return _encode({k: v for k, v in d.items() if v is not None})
 
 

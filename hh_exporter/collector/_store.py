@@ -25,15 +25,15 @@ EventRow = tuple[str, "str | None", str, str, bytes]
 SessionRow = tuple[str, bytes]
 
 _SCHEMA = """
+-- rowid is the arrival order; body is the event's JSON exactly as it was sent.
 CREATE TABLE IF NOT EXISTS events (
-    event_id   TEXT PRIMARY KEY,
+    event_id   TEXT NOT NULL UNIQUE,
     session_id TEXT,
     event_type TEXT NOT NULL,
     route      TEXT NOT NULL,
-    body       TEXT NOT NULL,
-    seq        INTEGER NOT NULL
+    body       BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id, seq);
+CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id);
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
     properties TEXT NOT NULL
@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS sessions (
 
 class Store(Protocol):
     """Where the collector puts validated events."""
+
+    #: Whether event bodies are kept (the collector skips extracting them otherwise).
+    keeps_bodies: bool
 
     async def write(self, events: list[EventRow], sessions: list[SessionRow]) -> int:
         """Store events and upsert sessions; return how many events were duplicates."""
@@ -72,9 +75,10 @@ class Store(Protocol):
 class NullStore:
     """Validates and counts only (``--db none``), for raw-speed runs. Nothing is kept."""
 
+    keeps_bodies = False
+
     def __init__(self) -> None:
         self.events = 0
-        self.sessions: set[str] = set()
 
     async def write(self, events: list[EventRow], sessions: list[SessionRow]) -> int:
         """Count the events; nothing is stored and nothing is a duplicate."""
@@ -107,12 +111,13 @@ _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.A
 class SQLiteStore:
     """SQLite in WAL mode behind one writer thread with group commit."""
 
+    keeps_bodies = True
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._seq = 0
         self._thread = threading.Thread(target=self._run, name="hh-collector-sqlite", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -128,8 +133,6 @@ class SQLiteStore:
             # take the last transactions, which is the right trade for a development server.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
-            row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
-            self._seq = int(row[0])
         except BaseException as exc:  # noqa: BLE001 - re-raised by the constructor
             self._error = exc
             self._ready.set()
@@ -182,14 +185,9 @@ class SQLiteStore:
 
         def job(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
-            start = self._seq
-            self._seq += len(events)
             conn.executemany(
-                "INSERT OR IGNORE INTO events(event_id, session_id, event_type, route, body, seq)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(e[0], e[1], e[2], e[3], e[4].decode(), start + i)
-                 for i, e in enumerate(events, 1)],
-            )
+                "INSERT OR IGNORE INTO events(event_id, session_id, event_type, route, body)"
+                " VALUES (?, ?, ?, ?, ?)", events)
             inserted = conn.total_changes - before
             if sessions:
                 conn.executemany(
@@ -207,9 +205,9 @@ class SQLiteStore:
 
         def job(conn: sqlite3.Connection) -> list[bytes]:
             rows = conn.execute(
-                "SELECT body FROM events WHERE session_id = ? ORDER BY seq", (session_id,)
+                "SELECT body FROM events WHERE session_id = ? ORDER BY rowid", (session_id,)
             ).fetchall()
-            return [r[0].encode() for r in rows]
+            return [bytes(r[0]) for r in rows]
 
         result: list[bytes] = await self._call(job)
         return result
@@ -241,7 +239,7 @@ class SQLiteStore:
         """Every stored event_id, in arrival order."""
 
         def job(conn: sqlite3.Connection) -> list[str]:
-            return [r[0] for r in conn.execute("SELECT event_id FROM events ORDER BY seq")]
+            return [r[0] for r in conn.execute("SELECT event_id FROM events ORDER BY rowid")]
 
         result: list[str] = await self._call(job)
         return result
