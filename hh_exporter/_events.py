@@ -191,7 +191,7 @@ def _complete(
 
 
 def encode_model_event(
-    fields: dict[str, Any], *, project: str, source: str, session_id: str | None
+    fields: dict[str, Any], project: str, source: str, session_id: str | None
 ) -> tuple[str, bytes]:
     """Check, complete and encode a model event; return ``(event_id, bytes)``.
 
@@ -212,7 +212,7 @@ def encode_model_event(
 
 
 def encode_event(
-    fields: dict[str, Any], *, project: str, source: str, session_id: str | None
+    fields: dict[str, Any], project: str, source: str, session_id: str | None
 ) -> tuple[str, bytes]:
     """Check, complete and encode a generic event; return ``(event_id, bytes)``."""
     _check(fields, _EVENT_ALLOWED, "an event")

@@ -361,17 +361,21 @@ class Exporter:
         return self._log(GENERIC_ROUTE, fields, session)  # type: ignore[arg-type]
 
     def _log(self, route: str, fields: dict[str, Any], session: Session | None) -> str:
+        # The hot path, kept flat: every call layer here costs the caller ~0.1 us.
         # `fields` is a call's own **kwargs dict: completed in place, encoded once.
-        encode = encode_model_event if route is MODEL_ROUTE else encode_event
+        if not self._accepting:
+            raise ExporterClosedError(self._refusal())
         if session is None:
-            event_id, data = encode(fields, project=self._project, source=self._source,
-                                    session_id=None)
-            self._submit(route, None, None, data)
+            sid = props = None
         else:
             sid = session.session_id
-            event_id, data = encode(fields, project=self._project, source=self._source,
-                                    session_id=sid)
-            self._submit(route, sid, session.properties_json, data)
+            props = session.properties_json
+        encode = encode_model_event if route is MODEL_ROUTE else encode_event
+        event_id, data = encode(fields, self._project, self._source, sid)
+        if threading.get_ident() == self._thread_id:
+            self._accept(route, sid, props, data)
+        else:
+            self._hand_over(route, sid, props, data)
         return event_id
 
     async def send_model_event(
@@ -385,7 +389,7 @@ class Exporter:
         """
         sid = None if session is None else session.session_id
         event_id, data = encode_model_event(
-            fields, project=self._project, source=self._source, session_id=sid)  # type: ignore[arg-type]
+            fields, self._project, self._source, sid)  # type: ignore[arg-type]
         await self.send_encoded(
             data, session_id=sid,
             session_properties=None if session is None else session.properties_json,
@@ -440,7 +444,11 @@ class Exporter:
             raise ExporterClosedError(self._refusal())
         if threading.get_ident() == self._thread_id:
             self._accept(route, sid, props, data)
-            return
+        else:
+            self._hand_over(route, sid, props, data)
+
+    def _hand_over(self, route: str, sid: str | None, props: bytes | None, data: bytes) -> None:
+        """From another thread: the loop appends, so the buffer needs no lock."""
         with self._lock:
             loop = self._loop
             if loop is None:
