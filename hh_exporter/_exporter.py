@@ -245,6 +245,8 @@ class Exporter:
             True if nothing was pending when it returned.
         """
         timeout = self.config.close_timeout if timeout is None else timeout
+        if self._state is _State.NEW:
+            await self.start()  # events logged before start are delivered too
         sender, progress = self._sender, self._progress
         if sender is None or progress is None or (self._state is not _State.RUNNING and (
             self._state is not _State.CLOSING
@@ -421,10 +423,12 @@ class Exporter:
         if not self._accepting:
             raise ExporterClosedError(self._refusal())
         if not buf.fits(size) and size + body_overhead(session_properties) <= self._max_event_bytes:
+            if self._state is _State.NEW:
+                await self.start()  # only the worker can make room
             progress = self._progress
             sender = self._sender
             if progress is None or sender is None:
-                raise ExporterClosedError("send needs a started exporter: use 'async with'")
+                raise ExporterClosedError(self._refusal())
             try:
                 async with asyncio.timeout(timeout):
                     while not buf.fits(size):
@@ -511,7 +515,11 @@ class Exporter:
         return self._buffer.events + self._counters.in_flight_events
 
     def stats(self) -> ExporterStats:
-        """An immutable snapshot of the counters; ``accepted == delivered + dropped + pending``."""
+        """An immutable snapshot of the counters; ``accepted == delivered + dropped + pending``.
+
+        Call it on the exporter's event loop (``SyncExporter.stats`` does that for you): from
+        another thread the counters may be read mid-update.
+        """
         breaker = self._sender.breaker.state if self._sender is not None else "closed"
         return self._counters.snapshot(
             buffered=self._buffer.events, buffered_bytes=self._buffer.nbytes, breaker=breaker

@@ -150,3 +150,19 @@ def test_a_big_session_demoted_after_a_cut_is_packed_later() -> None:
     assert [len(x) for x in first] == [10]
     rest = b.take_ready(0.0, force=True)
     assert sorted(len(x) for x in rest) == [3] and rest[0].session_properties is None
+
+
+def test_batch_body_is_valid_json_for_any_size() -> None:
+    """Bodies of 0, 1 and many events decode to the envelope the API documents."""
+    import msgspec
+
+    from hh_exporter._encoding import batch_body
+
+    for n in (0, 1, 3):
+        evs = [b'{"i":%d}' % i for i in range(n)]
+        mixed = msgspec.json.decode(batch_body(MODEL_ROUTE, evs, None))
+        assert mixed == {"model_events": [{"i": i} for i in range(n)],
+                         "is_single_session": False}
+        single = msgspec.json.decode(batch_body(GENERIC_ROUTE, evs, b'{"session_id":"s"}'))
+        assert single == {"events": [{"i": i} for i in range(n)], "is_single_session": True,
+                          "session_properties": {"session_id": "s"}}
