@@ -141,7 +141,8 @@ async def end_to_end(
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     st = hh.stats()
     assert ok and st.balanced and st.dropped_total == 0, st
-    return {"events": st.delivered, "events_per_s": st.delivered / wall,
+    # events/s counts the caller's model events: session announcements ride along uncounted.
+    return {"events": st.delivered, "events_per_s": len(fields) / wall,
             "cpu_us_per_event": cpu / len(fields) * 1e6, "requests": st.requests}
 
 
@@ -164,8 +165,11 @@ async def memory(n: int) -> dict[str, Any]:
                             max_buffer_events=10 * n, max_buffer_bytes=limit, linger=3600,
                             close_timeout=0.1) as hh:
             base = rss()
+            at_full = None
             for i in range(n):
                 hh.log_model_event(**pool[i % len(pool)])
+                if at_full is None and hh._counters.dropped["queue_full"]:
+                    at_full = rss()  # the byte limit is reached here
             gc.collect()
             grown = rss() - base
             st = hh.stats()
@@ -181,6 +185,7 @@ async def memory(n: int) -> dict[str, Any]:
                 out["bounded_buffered_bytes"] = st.pending_bytes
                 out["bounded_rss_growth_bytes"] = grown
                 out["bounded_dropped_queue_full"] = st.dropped["queue_full"]
+                out["bounded_rss_growth_after_full"] = rss() - (at_full or rss())
             hh._buffer.drain_all()
     _ = enc
     return out
@@ -339,8 +344,8 @@ async def main() -> None:
                      ("many short sessions (2 events each)", short)):
         print(f"{label:<44}{r['events_per_s']:>12,.0f}{r['cpu_us_per_event']:>11.2f}"
               f"{r['events_per_s'] / floor_post:>12.0%}{r['cpu_us_per_event'] / enc_us:>11.1f}x")
-    print("targets: events/s >= 80% of raw POST; CPU/event <= 2x encode; short sessions >= 50%"
-          " of end to end")
+    print(f"targets: events/s >= 80% of raw POST; CPU/event <= 2x encode; short sessions >= 50%"
+          f" of end to end (now {short['events_per_s'] / e2e['events_per_s']:.0%})")
 
     print(f"\n{'loop health: 1 ms probe lateness, ms':<44}{'p50':>8}{'p99':>8}{'max':>8}")
     print(f"{'  exporter flat out, realistic mix':<44}{lag['p50_ms']:>8.2f}{lag['p99_ms']:>8.2f}"
@@ -366,6 +371,8 @@ async def main() -> None:
     print(f"{'  with max_buffer_bytes 32 MiB: RSS growth':<44}"
           f"{mem['bounded_rss_growth_bytes']:>12,}   "
           f"({mem['bounded_dropped_queue_full']:,} dropped as queue_full)")
+    print(f"{'  ... of which after the limit was reached':<44}"
+          f"{mem['bounded_rss_growth_after_full']:>12,}   target: ~0 (the bound holds)")
 
     m = max(5000, min(n, 100_000))
     sqlite_rate = await collector_ingest(":memory:", m)
