@@ -143,7 +143,12 @@ async def test_interrupted_ingest_accounts_for_every_line(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
         env={**os.environ, "HH_API_KEY": TOKEN, "HH_PROJECT": "cli"},
     )
-    await asyncio.sleep(1.5)
+    # Interrupt once delivery is under way (not by the clock: a slow start must not matter).
+    for _ in range(600):
+        _, stats = await http_json(collector.url, "/stats")
+        if stats["events_received"] >= 300 or proc.returncode is not None:
+            break
+        await asyncio.sleep(0.05)
     assert proc.returncode is None, await proc.communicate()
     proc.send_signal(signal.SIGINT)
     out_b, err_b = await asyncio.wait_for(proc.communicate(), 30)
