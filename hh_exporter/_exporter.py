@@ -228,7 +228,7 @@ class Exporter:
         self._fail_reason = reason
         self._counters.last_error = reason
         if self._sender is not None:
-            self._sender.cancel_all()
+            self._sender.cancel_all("worker_failed", reason)
         n = len(self._buffer.drain_all())
         if n:
             self._drop("worker_failed", n, reason, None)
@@ -263,7 +263,7 @@ class Exporter:
                     await progress.wait()
         except TimeoutError:
             sender.cancel_all()
-            await sender.wait_cancelled()
+            await sender.wait_cancelled(0.1)
             return self._pending() == 0
         finally:
             sender.forcing -= 1

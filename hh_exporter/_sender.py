@@ -144,17 +144,24 @@ class Sender:
             self.wake()
             self._on_progress()
 
-    def cancel_all(self) -> None:
-        """Cancel every request under way; their events are dropped as ``shutdown``."""
+    def cancel_all(
+        self, reason: DropReason = "shutdown", detail: str = "cut at a deadline"
+    ) -> None:
+        """Cancel every request under way and drop its events now, with ``reason``.
+
+        The accounting is synchronous, so the stats add up the moment this returns, even if
+        the tasks only unwind later; their own cancellation handlers then find nothing left.
+        """
         for flight in list(self._flights):
+            self._resolve(flight, flight.remaining, reason, detail, None)
             if flight.task is not None:
                 flight.task.cancel()
 
-    async def wait_cancelled(self) -> None:
-        """Wait for cancelled requests to finish unwinding."""
+    async def wait_cancelled(self, timeout: float = 1.0) -> None:
+        """Give cancelled requests a moment to unwind (their events are already counted)."""
         tasks = [f.task for f in self._flights if f.task is not None]
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=timeout)
 
     # -- one batch -----------------------------------------------------------------------
 
