@@ -52,6 +52,25 @@ class _Line(msgspec.Struct, kw_only=True):
     session: Obj | None = None
 
 
+class _SessionCheck(msgspec.Struct, kw_only=True):
+    """The types a line's ``session_properties`` must have; checked once per session."""
+
+    session_name: str | None = None
+    source: str | None = None
+    session_id: str | None = None
+    error: str | None = None
+    start_time: float | None = None
+    config: Obj | None = None
+    inputs: Obj | None = None
+    outputs: Obj | None = None
+    metadata: Obj | None = None
+    user_properties: Obj | None = None
+    metrics: Obj | None = None
+    feedback: Obj | None = None
+
+
+_SESSION_KEYS = ("source", "outputs", "error", "metadata", "user_properties", "metrics",
+                 "feedback", "start_time")
 _decode_line = msgspec.json.Decoder(_Line).decode
 _encode = msgspec.json.Encoder().encode
 
@@ -64,6 +83,7 @@ class IngestResult:
     sent: int = 0
     rejected: int = 0
     reject_reasons: dict[str, int] = field(default_factory=dict)
+    sessions: int = 0
     interrupted: bool = False
     elapsed: float = 0.0
     stats: Any = None
@@ -89,8 +109,11 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
 
 def _prepare(
     line: bytes, project: str, max_bytes: int
-) -> tuple[bytes, bool, str | None, bytes | None]:
-    """Validate one line; return (event bytes, generic?, session_id, session props)."""
+) -> tuple[bytes, bool, str | None, bytes | None, Obj | None]:
+    """Validate one line.
+
+    Returns: (event bytes, generic?, session_id, session properties as JSON and as a dict).
+    """
     ev = _decode_line(line)
     generic = ev.event_type is not None
     if not generic:
@@ -105,6 +128,10 @@ def _prepare(
     data = line.strip()
     if props_obj is not None:
         # Rare path: the session's properties travel in the envelope, not in the event.
+        try:
+            msgspec.convert(props_obj, _SessionCheck)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"session_properties: {_reason(exc)}") from None
         obj = msgspec.json.decode(data)
         obj.pop("session_properties", None)
         obj.pop("session", None)
@@ -130,7 +157,18 @@ def _prepare(
         props = _encode({**props_obj, "session_id": sid})
     if len(data) + body_overhead(props) > max_bytes:
         raise ValueError(f"event of {len(data)} bytes exceeds the batch limit of {max_bytes}")
-    return data, generic, sid, props
+    return data, generic, sid, props, props_obj if sid else None
+
+
+def _announcement(sid: str, props: Obj, project: str) -> bytes:
+    """The ``event_type: "session"`` event that creates the session, as ``Exporter.session``
+    sends one: a session whose events end up in mixed batches has no envelope to carry its
+    properties."""
+    ev: Obj = {"event_type": "session", "event_id": sid, "session_id": sid,
+               "event_name": props.get("session_name") or "session", "project": project,
+               "inputs": props.get("inputs") or {}, "config": props.get("config") or {}}
+    ev.update((k, props[k]) for k in _SESSION_KEYS if props.get(k) is not None)
+    return _encode(ev)
 
 
 def _reason(exc: Exception) -> str:
@@ -142,7 +180,8 @@ def _reason(exc: Exception) -> str:
         text, _, where = text.rpartition(" - at `$.")
         where = where.rstrip("`")
     text = text.replace("`", "")
-    text = text[:1].lower() + text[1:]
+    if text[1:2].islower():  # "Expected ..." reads "expected ...", but "JSON" stays
+        text = text[:1].lower() + text[1:]
     return f"{where}: {text}" if where else text
 
 
@@ -154,6 +193,7 @@ async def run_ingest(
     """Send every valid line of ``files``; ``exporter`` may be None with ``dry_run``."""
     res = IngestResult()
     session_props: dict[str, bytes] = {}
+    announced: set[str] = set()
     t0 = time.perf_counter()
     send = exporter.send_encoded if exporter is not None else None
     with Progress("ingest", None, enabled=progress) as bar:
@@ -163,7 +203,8 @@ async def run_ingest(
                     continue
                 res.lines += 1
                 try:
-                    data, generic, sid, props = _prepare(line, project, max_event_bytes)
+                    data, generic, sid, props, props_obj = _prepare(
+                        line, project, max_event_bytes)
                 except (msgspec.DecodeError, ValueError, TypeError) as exc:
                     reason = _reason(exc)
                     res.rejected += 1
@@ -179,6 +220,11 @@ async def run_ingest(
                     if props is not None:
                         session_props[sid] = props
                     props = session_props.get(sid)
+                    if props_obj is not None and sid not in announced:
+                        announced.add(sid)
+                        res.sessions += 1
+                        if send is not None and not dry_run:
+                            await send(_announcement(sid, props_obj, project), generic=True)
                 if send is not None and not dry_run:
                     await send(data, generic=generic, session_id=sid, session_properties=props)
                 res.sent += 1

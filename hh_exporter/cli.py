@@ -170,7 +170,9 @@ async def _ingest(args: argparse.Namespace) -> int:
         print(f"  valid         {res.sent:,} (dry run: nothing sent)")
         return 1 if res.rejected else 0
     st = res.stats
-    print(f"  accepted      {st.accepted:,}")
+    print(f"  accepted      {st.accepted:,}" + (
+        f" (including {res.sessions:,} session announcement"
+        f"{'s' if res.sessions > 1 else ''})" if res.sessions else ""))
     print(f"  delivered     {st.delivered:,}")
     print(f"  dropped       {st.dropped_total:,} ({_fmt_dropped(dict(st.dropped))})")
     print(f"  pending       {st.pending:,}")

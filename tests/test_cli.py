@@ -83,20 +83,24 @@ async def test_ingest_reports_bad_lines_and_delivers_the_rest(
 ) -> None:
     """Bad lines are reported with their line numbers, written to rejects, and skipped."""
     src = tmp_path / "events.jsonl"
+    huge = json.dumps({"model": "m", "provider": "p", "messages": [], "response": {},
+                       "metadata": {"blob": "x" * (5 << 20)}})
     ids = write_lines(src, 50, bad={7: "{not json", 20: json.dumps({"model": "m"}),
                                     33: json.dumps({"model": "m", "provider": "p",
-                                                    "messages": "x", "response": {}})})
+                                                    "messages": "x", "response": {}}),
+                                    41: huge})
     rejects = tmp_path / "rejects.jsonl"
     code, out, err = await run_cli(
         "ingest", str(src), "--api-url", collector.url, "--rejects", str(rejects),
         "--no-progress", env={"HH_API_KEY": TOKEN, "HH_PROJECT": "cli"})
     assert code == 1  # something was rejected
-    for n in (7, 20, 33):
+    for n in (7, 20, 33, 41):
         assert f"{src}:{n}: rejected" in err
     assert "messages: expected array, got str" in err
+    assert "exceeds the batch limit" in err
     rows = [json.loads(x) for x in rejects.read_text().splitlines()]
-    assert [r["line"] for r in rows] == [7, 20, 33]
-    assert "delivered     47" in out
+    assert [r["line"] for r in rows] == [7, 20, 33, 41]
+    assert "delivered     46" in out
     stored = await collector.store.event_ids()  # type: ignore[union-attr]
     assert sorted(stored) == sorted(ids)
 
@@ -118,6 +122,25 @@ async def test_ingest_through_faults_gz_and_stdin(collector: Collector, tmp_path
     assert "delivered     500" in out
     stored = await collector.store.event_ids()  # type: ignore[union-attr]
     assert sorted(stored) == sorted(ids_a + ids_b)
+
+
+async def test_ingest_of_the_shipped_example(collector: Collector, tmp_path: Path) -> None:
+    """examples/events.jsonl goes in: sessions get their properties, bad lines are skipped."""
+    code, out, err = await run_cli(
+        "ingest", str(EXAMPLE), "--api-url", collector.url, "--no-progress",
+        "--rejects", str(tmp_path / "r.jsonl"), env={"HH_API_KEY": TOKEN, "HH_PROJECT": "ex"})
+    assert code == 1, out + err  # two lines of the example are bad on purpose
+    assert "delivered     6" in out  # 5 events and the announcement of their session
+    assert "including 1 session announcement)" in out
+    sid = "0b6f2f9e-8d3c-4c43-9a53-4f9d6f7c1a10"
+    _, props = await http_json(collector.url, f"/sessions/{sid}")
+    assert props["session_name"] == "geography"
+    assert props["user_properties"] == {"user": "ada"}
+    _, events = await http_json(collector.url, f"/sessions/{sid}/events")
+    kinds = sorted(e.get("event_type", "model") for e in events["events"])
+    assert kinds == ["model", "model", "session", "tool"]
+    assert all(e["project"] == "ex" and uuid.UUID(e["event_id"]) for e in events["events"])
+    assert not any("session_properties" in e for e in events["events"])
 
 
 async def test_ingest_dry_run_sends_nothing(collector: Collector, tmp_path: Path) -> None:
