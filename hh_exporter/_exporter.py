@@ -413,6 +413,9 @@ class Exporter:
         The bulk path of ``hh-exporter ingest``: the caller has validated ``data`` and it
         carries its ``event_id``. ``generic`` selects ``POST /events/batch``; with
         ``session_id`` and ``session_properties`` it joins that session's batches.
+        The properties travel only in single-session batches: a session with few events may
+        go out in mixed batches, so announce it too (an ``event_type: "session"`` event, as
+        :meth:`session` and ``ingest`` send).
 
         Raises:
             BufferFullError: No space within ``timeout`` seconds (the event is not accepted).
