@@ -13,7 +13,6 @@ from typing import Any, Literal, Required, TypedDict
 from ._encoding import encode
 from ._errors import EventError
 from ._ids import new_id
-from ._models import Event, SessionProperties
 
 __all__ = [
     "EventFields",
@@ -22,7 +21,6 @@ __all__ = [
     "encode_event",
     "encode_model_event",
     "encode_session",
-    "encode_session_event",
 ]
 
 EventType = Literal["model", "tool", "chain", "session"]
@@ -228,43 +226,36 @@ def encode_event(
     return event_id, encode(fields)
 
 
+_ANNOUNCED = ("outputs", "error", "metadata", "feedback", "metrics", "user_properties")
+
+
 def encode_session(
-    fields: dict[str, Any], *, source: str
-) -> tuple[str, SessionProperties, bytes]:
-    """Check and encode session properties; return ``(session_id, props, bytes)``."""
+    fields: dict[str, Any], *, project: str, source: str
+) -> tuple[str, bytes, bytes]:
+    """Check and encode a session's properties and its announcement event.
+
+    Returns ``(session_id, properties JSON, announcement JSON)``. The announcement is the
+    ``event_type: "session"`` event that creates the session when its events travel in mixed
+    batches, whose envelope cannot carry its properties.
+    """
     _check(fields, _SESSION_ALLOWED, "a session")
-    session_id = fields.pop("session_id", None) or new_id()
-    fields.setdefault("source", source)
-    start = fields.pop("start_time", None)
+    session_id = fields.get("session_id") or new_id()
+    fields["session_id"] = session_id
+    if "source" not in fields:
+        fields["source"] = source
+    start = fields.get("start_time")
     start_ms = int(time.time() * 1000) if start is None else _ms("start_time", start)
-    try:
-        props = SessionProperties(session_id=session_id, start_time=start_ms, **fields)
-    except TypeError as exc:
-        raise EventError(f"invalid session properties: {exc}") from None
-    return session_id, props, encode(props)
-
-
-def encode_session_event(props: SessionProperties, *, project: str) -> bytes:
-    """Encode the ``event_type: "session"`` event that announces a session in bulk."""
-    sid = props.session_id or new_id()
-    start = props.start_time if props.start_time is not None else int(time.time() * 1000)
-    ev = Event(
-        project=project,
-        source=props.source,
-        event_name=props.session_name or "session",
-        event_type="session",
-        event_id=sid,
-        session_id=sid,
-        config=props.config or {},
-        inputs=props.inputs or {},
-        outputs=props.outputs,
-        error=props.error,
-        start_time=start,
-        end_time=start,
-        duration=0.0,
-        metadata=props.metadata,
-        feedback=props.feedback,
-        metrics=props.metrics,
-        user_properties=props.user_properties,
-    )
-    return encode(ev)
+    fields["start_time"] = start_ms
+    props = encode(fields)
+    event: dict[str, Any] = {
+        "project": project, "source": fields["source"],
+        "event_name": fields.get("session_name") or "session", "event_type": "session",
+        "event_id": session_id, "session_id": session_id,
+        "config": fields.get("config") or {}, "inputs": fields.get("inputs") or {},
+        "start_time": start_ms, "end_time": start_ms, "duration": 0.0,
+    }
+    for name in _ANNOUNCED:
+        value = fields.get(name)
+        if value is not None:
+            event[name] = value
+    return session_id, props, encode(event)

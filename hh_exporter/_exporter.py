@@ -17,6 +17,8 @@ import warnings
 import weakref
 from typing import Any, Unpack
 
+import msgspec
+
 from ._breaker import CircuitBreaker
 from ._buffer import Buffer
 from ._config import ExporterConfig
@@ -29,7 +31,6 @@ from ._events import (
     encode_event,
     encode_model_event,
     encode_session,
-    encode_session_event,
 )
 from ._models import SessionProperties
 from ._retry import RetryPolicy
@@ -60,18 +61,19 @@ class Session:
     ``event_type: "session"`` event.
     """
 
-    __slots__ = ("_exporter", "properties", "properties_json", "session_id")
+    __slots__ = ("_exporter", "properties_json", "session_id")
 
-    def __init__(
-        self, exporter: Exporter, session_id: str, properties: SessionProperties, raw: bytes
-    ) -> None:
+    def __init__(self, exporter: Exporter, session_id: str, raw: bytes) -> None:
         self._exporter = exporter
         #: The session's id (client-generated unless given).
         self.session_id = session_id
-        #: The properties as sent.
-        self.properties = properties
-        #: The properties as encoded JSON.
+        #: The properties as encoded JSON, hoisted into single-session batches.
         self.properties_json = raw
+
+    @property
+    def properties(self) -> SessionProperties:
+        """The properties as sent (decoded on demand: the hot path never needs them)."""
+        return msgspec.json.decode(self.properties_json, type=SessionProperties)
 
     def __repr__(self) -> str:
         return f"Session(session_id={self.session_id!r}, name={self.properties.session_name!r})"
@@ -330,11 +332,10 @@ class Exporter:
         are encoded now. The session is announced with one ``event_type: "session"`` event,
         counted like any other event.
         """
-        session_id, props, raw = encode_session(dict(properties), source=self._source)
-        handle = Session(self, session_id, props, raw)
-        data = encode_session_event(props, project=self._project)
-        self._submit(GENERIC_ROUTE, None, None, data)
-        return handle
+        session_id, raw, announcement = encode_session(
+            properties, project=self._project, source=self._source)  # type: ignore[arg-type]
+        self._submit(GENERIC_ROUTE, None, None, announcement)
+        return Session(self, session_id, raw)
 
     def log_model_event(
         self, *, session: Session | None = None, **fields: Unpack[ModelEventFields]
