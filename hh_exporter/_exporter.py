@@ -488,8 +488,10 @@ class Exporter:
         if buf.evicted:
             n, buf.evicted = buf.evicted, 0
             self._drop("queue_full", n, "oldest events evicted", None)
-        if buf.ready and self._sender is not None:
-            self._sender.wake()
+        if buf.ready:
+            sender = self._sender
+            if sender is not None and sender.hungry:
+                sender.wake()
 
     def _refusal(self) -> str:
         if self._state is _State.FORKED:

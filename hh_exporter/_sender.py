@@ -79,6 +79,8 @@ class Sender:
         self._rng = random.Random()
         #: >0 while someone flushes: everything buffered is cut at once.
         self.forcing = 0
+        #: Whether the worker waits with a request slot free (see :meth:`run`).
+        self.hungry = False
         self._auth_logged = False
 
     def wake(self) -> None:
@@ -115,11 +117,16 @@ class Sender:
             self._wake.clear()
             if buf.ready and free > 0 and not self.breaker.blocking:
                 continue
+            # Only a worker with a free request slot wants to hear that a batch is ready;
+            # with every slot busy, a finishing request wakes it. Without this, a full
+            # buffer woke the worker on every log call for nothing.
+            self.hungry = free > 0
             try:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
             except TimeoutError:
                 pass
+            self.hungry = False
 
     def _launch(self, batch: Batch) -> None:
         flight = _Flight(len(batch))
