@@ -1,8 +1,8 @@
 """Building wire events from a log call's keyword arguments, with cheap checks.
 
-This is the hot path's first half: check the few fields whose type the API insists on, fill
-ids and timestamps, build the Struct and encode it once. A bad value raises
-:class:`~hh_exporter.EventError` here, at the call site, naming the field.
+This is the hot path's first half: check the names given and the types the API insists on,
+fill ids and timestamps into the call's own keyword-argument dict, and encode it once. A bad
+value raises :class:`~hh_exporter.EventError` here, at the call site, naming the field.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ class ModelEventFields(TypedDict, total=False):
 
     ``start_time``/``end_time`` are epoch milliseconds (or ``datetime``); ``duration`` is
     milliseconds. ``end_time`` defaults to now and ``start_time`` to ``end_time - duration``.
+    ``session_id`` attaches the event to a session created elsewhere; a session handle's id
+    wins over it.
     """
 
     model: Required[str]
@@ -45,6 +47,7 @@ class ModelEventFields(TypedDict, total=False):
     source: str
     event_name: str
     event_id: str
+    session_id: str
     parent_id: str
     hyperparameters: dict[str, Any]
     template: list[Any]
@@ -76,6 +79,7 @@ class EventFields(TypedDict, total=False):
     error: str | None
     source: str
     event_id: str
+    session_id: str
     parent_id: str
     children_ids: list[str]
     start_time: Any
@@ -202,7 +206,7 @@ def encode_model_event(
     if fields["messages"] is None:
         raise EventError("field 'messages' must be a list, got NoneType")
     event_id = _complete(fields, project, source, session_id)
-    if "usage" not in fields:
+    if fields.get("usage") is None:  # the classic API requires an object
         fields["usage"] = {}
     if "event_name" not in fields:
         fields["event_name"] = "Model Completion"
@@ -219,9 +223,9 @@ def encode_event(
     if et not in _EVENT_TYPES:
         raise EventError(f"field 'event_type' must be one of {sorted(_EVENT_TYPES)}, got {et!r}")
     event_id = _complete(fields, project, source, session_id)
-    if "inputs" not in fields:
+    if fields.get("inputs") is None:  # required by the API
         fields["inputs"] = {}
-    if "config" not in fields:
+    if fields.get("config") is None:
         fields["config"] = {}
     return event_id, encode(fields)
 

@@ -335,3 +335,14 @@ async def test_collector_db_check_after_random_faults(collector: Collector) -> N
     stored = await collector.store.event_ids()  # type: ignore[union-attr]
     assert sorted(stored) == sorted(ids)
 
+
+
+async def test_session_id_without_a_handle_and_none_defaults(collector: Collector) -> None:
+    """An explicit session_id attaches an event to a session; usage=None means {}."""
+    sid = str(uuid.uuid4())
+    async with fast_exporter(collector.url) as hh:
+        eid = hh.log_model_event(**{**model_fields(), "usage": None}, session_id=sid)
+        tid = hh.log_event(event_type="chain", event_name="c", inputs=None, session_id=sid)
+        assert await hh.flush(5)
+        assert hh.stats().delivered == 2
+    assert sorted(await stored_ids(collector, sid)) == sorted([eid, tid])
