@@ -39,13 +39,20 @@ log = logging.getLogger("hh_exporter")
 DropFn = Callable[[DropReason, int, "str | None", "int | None"], None]
 
 
+#: Splits one batch may make on 400/413 before the rest is dropped unsplit: isolating a few
+#: bad events costs ~2 log2(n) requests, but a server that refuses *every* event would
+#: otherwise cost 2n - 1 requests per batch.
+MAX_SPLITS = 64
+
+
 class _Flight:
     """One batch's request task and how many of its events are still unresolved."""
 
-    __slots__ = ("remaining", "task")
+    __slots__ = ("remaining", "splits_left", "task")
 
     def __init__(self, remaining: int) -> None:
         self.remaining = remaining
+        self.splits_left = MAX_SPLITS
         self.task: asyncio.Task[None] | None = None
 
 
@@ -238,8 +245,9 @@ class Sender:
                           "dropped as 'unauthorized' until it is fixed", status, detail)
             self._resolve(flight, len(batch), "unauthorized", detail, status)
             return
-        if len(batch) > 1 and status in (413, 400, 422):
+        if len(batch) > 1 and status in (413, 400, 422) and flight.splits_left > 0:
             # 413: halves are smaller. 400/422: bisect so only the invalid events are dropped.
+            flight.splits_left -= 1
             for half in batch.split():
                 await self._deliver(flight, half, deadline)
             return

@@ -291,3 +291,17 @@ async def test_pydantic_and_numpy_style_values_are_converted() -> None:
     async with Exporter(api_key="k", project="p", transport=transport, linger=0.0) as hh:
         hh.log_model_event(**model_fields(), metadata={"m": Model(), "score": Float64()})
     assert transport.events()[0]["metadata"] == {"m": {"a": 1}, "score": 0.5}
+
+
+async def test_a_server_refusing_everything_is_not_bisected_forever() -> None:
+    """When every event is refused, splitting stops after a bounded number of requests."""
+    transport = MemoryTransport(lambda p, b: Response(400, b'{"error":"project archived"}'))
+    async with Exporter(api_key="k", project="p", transport=transport, linger=10.0,
+                        max_batch_events=500) as hh:
+        for i in range(500):
+            hh.log_model_event(**model_fields(i))
+        await hh.flush(10)
+        st = hh.stats()
+    assert st.dropped["rejected"] == 500
+    assert st.requests <= 2 * 64 + 1  # not 999
+    assert_balanced(st)
