@@ -16,7 +16,14 @@ from ._errors import (
     TransportError,
 )
 from ._exporter import Exporter, Session
-from ._models import BatchResponse, Event, ModelEvent, SessionProperties
+from ._models import (
+    BatchResponse,
+    Event,
+    EventBatch,
+    ModelEvent,
+    ModelEventBatch,
+    SessionProperties,
+)
 from ._stats import DROP_REASONS, DropNotice, DropReason, ExporterStats
 from ._sync import SyncExporter
 from ._transport import AiohttpTransport, Response, Transport
@@ -33,6 +40,7 @@ __all__ = [
     "DropNotice",
     "DropReason",
     "Event",
+    "EventBatch",
     "EventError",
     "EventTooLargeError",
     "Exporter",
@@ -41,6 +49,7 @@ __all__ = [
     "ExporterStats",
     "HHExporterError",
     "ModelEvent",
+    "ModelEventBatch",
     "OverflowPolicy",
     "RequestTimeoutError",
     "Response",

@@ -22,6 +22,7 @@ import msgspec
 from ._encoding import body_overhead
 from ._exporter import Exporter
 from ._ids import new_id
+from ._models import SessionProperties
 from ._progress import Progress
 
 __all__ = ["IngestResult", "iter_lines", "run_ingest"]
@@ -50,23 +51,6 @@ class _Line(msgspec.Struct, kw_only=True):
     end_time: float | None = None
     session_properties: Obj | None = None
     session: Obj | None = None
-
-
-class _SessionCheck(msgspec.Struct, kw_only=True):
-    """The types a line's ``session_properties`` must have; checked once per session."""
-
-    session_name: str | None = None
-    source: str | None = None
-    session_id: str | None = None
-    error: str | None = None
-    start_time: float | None = None
-    config: Obj | None = None
-    inputs: Obj | None = None
-    outputs: Obj | None = None
-    metadata: Obj | None = None
-    user_properties: Obj | None = None
-    metrics: Obj | None = None
-    feedback: Obj | None = None
 
 
 _SESSION_KEYS = ("source", "outputs", "error", "metadata", "user_properties", "metrics",
@@ -129,7 +113,7 @@ def _prepare(
     if props_obj is not None:
         # Rare path: the session's properties travel in the envelope, not in the event.
         try:
-            msgspec.convert(props_obj, _SessionCheck)
+            msgspec.convert(props_obj, SessionProperties)
         except msgspec.ValidationError as exc:
             raise ValueError(f"session_properties: {_reason(exc)}") from None
         obj = msgspec.json.decode(data)

@@ -6,8 +6,8 @@ Field names and order follow ``reference/honeyhive-wire.md``. Timestamps (``star
 caller gave plus what the classic API requires.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: msgspec resolves string annotations in the
+# defining module's namespace by __module__, which the package rewrites to "hh_exporter".
 from typing import Any
 
 import msgspec
@@ -15,7 +15,9 @@ import msgspec
 __all__ = [
     "BatchResponse",
     "Event",
+    "EventBatch",
     "ModelEvent",
+    "ModelEventBatch",
     "SessionProperties",
 ]
 
@@ -98,7 +100,23 @@ class SessionProperties(msgspec.Struct, kw_only=True, omit_defaults=True):
     metrics: dict[str, Any] | None = None
     feedback: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
-    start_time: int | None = None
+    start_time: int | float | None = None
+
+
+class ModelEventBatch(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The body of ``POST /events/model/batch`` (classic field names)."""
+
+    model_events: list[ModelEvent]
+    is_single_session: bool = False
+    session_properties: SessionProperties | None = None
+
+
+class EventBatch(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The body of ``POST /events/batch`` (classic field names)."""
+
+    events: list[Event]
+    is_single_session: bool = False
+    session_properties: SessionProperties | None = None
 
 
 class BatchResponse(msgspec.Struct, kw_only=True):

@@ -33,3 +33,35 @@ def test_ids_are_unique_valid_uuid4() -> None:
     for i in ids[:: 97]:
         u = uuid.UUID(i)
         assert u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == i
+
+
+async def test_what_the_exporter_sends_matches_the_wire_models() -> None:
+    """Every body the exporter sends decodes into the public wire Structs, strictly typed."""
+    import msgspec
+
+    from hh_exporter.testing import MemoryTransport
+
+    transport = MemoryTransport()
+    async with hh_exporter.Exporter(api_key="k", project="p", transport=transport,
+                                    session_batch_min_events=2) as hh:
+        s = hh.session(session_name="wire", metadata={"k": 1})
+        for _ in range(3):
+            s.log_model_event(model="m", provider="p", messages=[{"role": "user"}],
+                              response={"content": "x"}, duration=3, usage={"t": 1})
+        hh.log_model_event(model="m", provider="p", messages=[], response="text")
+        s.log_event(event_type="tool", event_name="t", inputs={"q": 1})
+    kinds = set()
+    for path, body in transport.requests:
+        if path == "/events/model/batch":
+            batch = msgspec.json.decode(body, type=hh_exporter.ModelEventBatch)
+            assert all(e.project == "p" and e.end_time >= e.start_time
+                       for e in batch.model_events)
+            kinds.add(("model", batch.is_single_session))
+            if batch.is_single_session:
+                assert batch.session_properties is not None
+                assert batch.session_properties.session_name == "wire"
+        else:
+            gen = msgspec.json.decode(body, type=hh_exporter.EventBatch)
+            kinds.update(("event", e.event_type) for e in gen.events)
+    assert kinds == {("model", True), ("model", False), ("event", "session"),
+                     ("event", "tool")}
