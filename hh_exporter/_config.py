@@ -58,6 +58,9 @@ class ExporterConfig:
             (0 turns it off).
         breaker_cooldown: How long an open breaker pauses sending before one probe request.
         close_timeout: Default deadline of ``aclose()`` and of ``flush()``.
+        spool_path: If set, events cut by a ``flush``/``aclose`` deadline are appended to
+            this file as JSON lines (counted as ``spooled``), to be replayed later with
+            ``hh-exporter ingest``; otherwise they are dropped as ``shutdown``.
         user_agent_suffix: Appended to the ``User-Agent`` header.
     """
 
@@ -82,6 +85,7 @@ class ExporterConfig:
     breaker_threshold: int = 10
     breaker_cooldown: float = 5.0
     close_timeout: float = 10.0
+    spool_path: str | None = None
     user_agent_suffix: str = ""
 
     def __post_init__(self) -> None:

@@ -15,6 +15,7 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Callable
 from typing import Any, Unpack
 
 import msgspec
@@ -264,7 +265,7 @@ class Exporter:
                         return True
                     await progress.wait()
         except TimeoutError:
-            sender.cancel_all()
+            sender.cancel_all(spool=self._spool_fn())
             await sender.wait_cancelled(0.1)
             return self._pending() == 0
         finally:
@@ -303,13 +304,37 @@ class Exporter:
     def _finish_close(self) -> None:
         # Synchronous, so it completes even when the closing task is being cancelled.
         self._state = _State.CLOSED
+        spool = self._spool_fn()
         if self._sender is not None:
-            self._sender.cancel_all()
-        n = len(self._buffer.drain_all())
-        if n:
-            self._drop("shutdown", n, "still buffered at close", None)
+            self._sender.cancel_all(spool=spool)
+        left = self._buffer.drain_all()
+        if left:
+            if spool is not None and spool(left):
+                self._drop("spooled", len(left), self.config.spool_path, None)
+            else:
+                self._drop("shutdown", len(left), "still buffered at close", None)
         if self._worker is not None:
             self._worker.cancel()
+
+    def _spool_fn(self) -> Callable[[list[bytes]], bool] | None:
+        return self._spool if self.config.spool_path else None
+
+    def _spool(self, events: list[bytes]) -> bool:
+        """Append events to the spool file as JSON lines; False if it cannot be written.
+
+        Blocking file I/O on the loop, on purpose: it runs only when a deadline has already
+        given up on the network, and it must finish even while the closing task is being
+        cancelled.
+        """
+        path = self.config.spool_path
+        assert path is not None
+        try:
+            with open(path, "ab") as f:
+                f.write(b"\n".join(events) + b"\n")
+        except OSError as exc:
+            log.error("hh_exporter: cannot write the spool file %s: %s", path, exc)
+            return False
+        return True
 
     def __del__(self) -> None:
         state = getattr(self, "_state", _State.CLOSED)

@@ -48,10 +48,11 @@ MAX_SPLITS = 64
 class _Flight:
     """One batch's request task and how many of its events are still unresolved."""
 
-    __slots__ = ("remaining", "splits_left", "task")
+    __slots__ = ("batch", "remaining", "splits_left", "task")
 
-    def __init__(self, remaining: int) -> None:
-        self.remaining = remaining
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+        self.remaining = len(batch)
         self.splits_left = MAX_SPLITS
         self.task: asyncio.Task[None] | None = None
 
@@ -136,7 +137,7 @@ class Sender:
             self.hungry = False
 
     def _launch(self, batch: Batch) -> None:
-        flight = _Flight(len(batch))
+        flight = _Flight(batch)
         self.counters.in_flight_events += len(batch)
         self.counters.in_flight_requests += 1
         self._flights.add(flight)
@@ -159,15 +160,22 @@ class Sender:
             self._on_progress()
 
     def cancel_all(
-        self, reason: DropReason = "shutdown", detail: str = "cut at a deadline"
+        self, reason: DropReason = "shutdown", detail: str = "cut at a deadline",
+        spool: Callable[[list[bytes]], bool] | None = None,
     ) -> None:
         """Cancel every request under way and drop its events now, with ``reason``.
 
-        The accounting is synchronous, so the stats add up the moment this returns, even if
-        the tasks only unwind later; their own cancellation handlers then find nothing left.
+        With ``spool``, a batch none of whose events was resolved yet is handed to it and
+        counted as ``spooled`` if it took them. The accounting is synchronous, so the stats
+        add up the moment this returns, even if the tasks only unwind later; their own
+        cancellation handlers then find nothing left.
         """
         for flight in list(self._flights):
-            self._resolve(flight, flight.remaining, reason, detail, None)
+            untouched = flight.remaining == len(flight.batch)
+            if spool is not None and untouched and spool(flight.batch.events):
+                self._resolve(flight, flight.remaining, "spooled", detail, None)
+            else:
+                self._resolve(flight, flight.remaining, reason, detail, None)
             if flight.task is not None:
                 flight.task.cancel()
 

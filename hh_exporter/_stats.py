@@ -15,12 +15,13 @@ __all__ = ["DROP_REASONS", "DropNotice", "DropReason", "ExporterStats"]
 
 DropReason = Literal[
     "queue_full", "too_large", "rejected", "unauthorized", "retries_exhausted", "shutdown",
-    "worker_failed",
+    "spooled", "worker_failed",
 ]
-#: Every reason an accepted event can be dropped for.
+#: Every reason an accepted event can leave without delivery. ``spooled`` events were cut by
+#: a deadline and written to ``spool_path`` for replay with ``hh-exporter ingest``.
 DROP_REASONS: tuple[DropReason, ...] = (
     "queue_full", "too_large", "rejected", "unauthorized", "retries_exhausted", "shutdown",
-    "worker_failed",
+    "spooled", "worker_failed",
 )
 
 

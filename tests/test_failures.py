@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +15,7 @@ from hh_exporter import DropNotice, Exporter
 from hh_exporter.collector import Collector, Faults
 from hh_exporter.testing import MemoryTransport, Response
 
-from .conftest import assert_balanced, fast_exporter, model_fields
+from .conftest import TOKEN, assert_balanced, fast_exporter, model_fields
 
 
 async def test_413_splits_until_batches_fit(collector: Collector) -> None:
@@ -305,3 +308,36 @@ async def test_a_server_refusing_everything_is_not_bisected_forever() -> None:
     assert st.dropped["rejected"] == 500
     assert st.requests <= 2 * 64 + 1  # not 999
     assert_balanced(st)
+
+
+async def test_spool_keeps_what_a_deadline_cut_and_ingest_replays_it(
+    collector: Collector, tmp_path: Path
+) -> None:
+    """With spool_path, events cut at close are written as JSONL; ingest delivers them."""
+    spool = tmp_path / "spool.jsonl"
+    collector.faults.set(Faults(latency=60))  # the server hangs
+    hh = fast_exporter(collector.url, max_batch_events=20, spool_path=str(spool))
+    async with hh:
+        ids = [hh.log_model_event(**model_fields(i)) for i in range(200)]
+        s = hh.session(session_name="spooled")
+        ids.append(s.session_id)
+        ids.append(s.log_event(event_type="chain", event_name="c", inputs={}))
+        await asyncio.sleep(0.05)  # four batches go in flight and hang
+        await hh.aclose(0.2)
+    st = hh.stats()
+    assert st.dropped["spooled"] == 202 and st.dropped_total == 202
+    assert_balanced(st)
+    lines = spool.read_bytes().splitlines()
+    assert sorted(json.loads(x)["event_id"] for x in lines) == sorted(ids)
+
+    collector.faults.set(Faults())
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hh_exporter", "ingest", str(spool), "--api-url", collector.url,
+        "--no-progress", "--rejects", str(tmp_path / "r.jsonl"),
+        env={**os.environ, "HH_API_KEY": TOKEN, "HH_PROJECT": "test-project"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode() + err.decode()
+    stored = set(await collector.store.event_ids())  # type: ignore[union-attr]
+    assert set(ids) <= stored
