@@ -15,7 +15,7 @@ from ._errors import (
     RequestTimeoutError,
     TransportError,
 )
-from ._exporter import Exporter, Session
+from ._exporter import Exporter
 from ._models import (
     BatchResponse,
     Event,
@@ -24,6 +24,7 @@ from ._models import (
     ModelEventBatch,
     SessionProperties,
 )
+from ._session import Session
 from ._stats import DROP_REASONS, DropNotice, DropReason, ExporterStats
 from ._sync import SyncExporter
 from ._transport import AiohttpTransport, Response, Transport

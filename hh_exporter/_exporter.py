@@ -18,8 +18,6 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Unpack
 
-import msgspec
-
 from ._breaker import CircuitBreaker
 from ._buffer import Buffer
 from ._config import ExporterConfig
@@ -33,13 +31,13 @@ from ._events import (
     encode_model_event,
     encode_session,
 )
-from ._models import SessionProperties
 from ._retry import RetryPolicy
 from ._sender import Sender
+from ._session import Session
 from ._stats import Counters, DropCallback, DropNotice, DropReason, ExporterStats
 from ._transport import AiohttpTransport, Transport
 
-__all__ = ["Exporter", "Session"]
+__all__ = ["Exporter"]
 
 log = logging.getLogger("hh_exporter")
 _live: weakref.WeakSet[Exporter] = weakref.WeakSet()
@@ -52,46 +50,6 @@ class _State(enum.Enum):
     CLOSED = "closed"  # done; new events are refused
     FAILED = "failed"  # the worker died; pending events were dropped as worker_failed
     FORKED = "forked"  # inherited by a child process; unusable there
-
-
-class Session:
-    """A session handle: events logged through it belong to the session.
-
-    Create one with :meth:`Exporter.session`. Its properties were encoded when it was
-    created; they are hoisted into single-session batches and announced once as an
-    ``event_type: "session"`` event.
-    """
-
-    __slots__ = ("_exporter", "properties_json", "session_id")
-
-    def __init__(self, exporter: Exporter, session_id: str, raw: bytes) -> None:
-        self._exporter = exporter
-        #: The session's id (client-generated unless given).
-        self.session_id = session_id
-        #: The properties as encoded JSON, hoisted into single-session batches.
-        self.properties_json = raw
-
-    @property
-    def properties(self) -> SessionProperties:
-        """The properties as sent (decoded on demand: the hot path never needs them)."""
-        return msgspec.json.decode(self.properties_json, type=SessionProperties)
-
-    def __repr__(self) -> str:
-        return f"Session(session_id={self.session_id!r}, name={self.properties.session_name!r})"
-
-    def log_model_event(self, **fields: Unpack[ModelEventFields]) -> str:
-        """Log a model event in this session; see :meth:`Exporter.log_model_event`."""
-        return self._exporter._log(MODEL_ROUTE, fields, self)  # type: ignore[arg-type]
-
-    def log_event(self, **fields: Unpack[EventFields]) -> str:
-        """Log a generic event in this session; see :meth:`Exporter.log_event`."""
-        return self._exporter._log(GENERIC_ROUTE, fields, self)  # type: ignore[arg-type]
-
-    async def send_model_event(
-        self, *, timeout: float | None = None, **fields: Unpack[ModelEventFields]
-    ) -> str:
-        """Like :meth:`log_model_event`, but wait for buffer space instead of dropping."""
-        return await self._exporter.send_model_event(session=self, timeout=timeout, **fields)
 
 
 class Exporter:

@@ -18,7 +18,8 @@ from typing import Any, TypeVar, Unpack
 
 from ._errors import ExporterClosedError
 from ._events import EventFields, ModelEventFields, SessionFields
-from ._exporter import Exporter, Session
+from ._exporter import Exporter
+from ._session import Session
 from ._stats import ExporterStats
 
 __all__ = ["SyncExporter"]
