@@ -8,6 +8,7 @@ value raises :class:`~hh_exporter.EventError` here, at the call site, naming the
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Literal, Required, TypedDict
 
 from ._encoding import encode
@@ -133,26 +134,51 @@ _MODEL_REQUIRED = ("model", "provider", "messages", "response")
 _EVENT_REQUIRED = ("event_type", "event_name")
 
 
-def _check(fields: dict[str, Any], allowed: dict[str, Any], kind: str) -> None:
-    # One pass over the given keys: unknown names, and the types the API insists on (msgspec
-    # would encode a string `usage` happily and the server would reject the batch later).
-    for name, v in fields.items():
-        t = allowed.get(name, _UNKNOWN)
-        if t is None:
-            continue
-        if t is _UNKNOWN:
-            raise EventError(f"unknown field {name!r} for {kind}")
-        if v is not None and not isinstance(v, t):
-            what = "a dict" if t is dict else "a list"
-            raise EventError(f"field {name!r} must be {what}, got {type(v).__name__}")
+_MAX_SHAPES = 1024
+Checker = Callable[[dict[str, Any]], None]
 
 
-def _require(fields: dict[str, Any], required: tuple[str, ...], kind: str) -> None:
-    # A loop of `in` tests: frozenset.issubset(dict) would first copy the dict into a set.
-    for name in required:
-        if name not in fields:
-            missing = [n for n in required if n not in fields]
+def _checker(allowed: dict[str, Any], required: tuple[str, ...], kind: str) -> Checker:
+    """A check of one kind of event's fields, fast for the shapes it has seen before.
+
+    A call site passes the same keyword names in the same order every time, so the names
+    are validated once per shape (unknown names, required ones) and remembered with the
+    list of fields whose type must be checked; later calls only check those types.
+    """
+    shapes: dict[tuple[str, ...], tuple[tuple[str, Any], ...]] = {}
+
+    def learn(shape: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
+        for name in shape:
+            if name not in allowed:
+                raise EventError(f"unknown field {name!r} for {kind}")
+        missing = [n for n in required if n not in shape]
+        if missing:
             raise EventError(f"{kind} is missing required field(s): {', '.join(missing)}")
+        typed = tuple((n, allowed[n]) for n in shape if allowed[n] is not None)
+        if len(shapes) >= _MAX_SHAPES:  # keys built on the fly must not grow this forever
+            shapes.clear()
+        shapes[shape] = typed
+        return typed
+
+    def check(fields: dict[str, Any]) -> None:
+        # msgspec would encode a string `usage` happily and the server would reject the
+        # batch later: the types the API insists on are checked here, at the call site.
+        shape = tuple(fields)
+        typed = shapes.get(shape)
+        if typed is None:
+            typed = learn(shape)
+        for name, t in typed:
+            v = fields[name]
+            if v is not None and not isinstance(v, t):
+                what = "a dict" if t is dict else "a list"
+                raise EventError(f"field {name!r} must be {what}, got {type(v).__name__}")
+
+    return check
+
+
+_check_model = _checker(_MODEL_ALLOWED, _MODEL_REQUIRED, "a model event")
+_check_event = _checker(_EVENT_ALLOWED, _EVENT_REQUIRED, "an event")
+_check_session = _checker(_SESSION_ALLOWED, (), "a session")
 
 
 def _ms(name: str, value: Any) -> int:
@@ -201,8 +227,7 @@ def encode_model_event(
     plain dict encodes as fast as a Struct, and building a Struct from 20 keyword arguments
     would cost more than the encode itself.
     """
-    _check(fields, _MODEL_ALLOWED, "a model event")
-    _require(fields, _MODEL_REQUIRED, "a model event")
+    _check_model(fields)
     if fields["messages"] is None:
         raise EventError("field 'messages' must be a list, got NoneType")
     event_id = _complete(fields, project, source, session_id)
@@ -217,8 +242,7 @@ def encode_event(
     fields: dict[str, Any], project: str, source: str, session_id: str | None
 ) -> tuple[str, bytes]:
     """Check, complete and encode a generic event; return ``(event_id, bytes)``."""
-    _check(fields, _EVENT_ALLOWED, "an event")
-    _require(fields, _EVENT_REQUIRED, "an event")
+    _check_event(fields)
     et = fields["event_type"]
     if et not in _EVENT_TYPES:
         raise EventError(f"field 'event_type' must be one of {sorted(_EVENT_TYPES)}, got {et!r}")
@@ -242,7 +266,7 @@ def encode_session(
     ``event_type: "session"`` event that creates the session when its events travel in mixed
     batches, whose envelope cannot carry its properties.
     """
-    _check(fields, _SESSION_ALLOWED, "a session")
+    _check_session(fields)
     session_id = fields.get("session_id") or new_id()
     fields["session_id"] = session_id
     if "source" not in fields:
