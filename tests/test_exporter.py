@@ -348,12 +348,11 @@ async def test_session_id_without_a_handle_and_none_defaults(collector: Collecto
     assert sorted(await stored_ids(collector, sid)) == sorted([eid, tid])
 
 
-def test_types_are_checked_on_every_call_of_a_known_shape() -> None:
+async def test_types_are_checked_on_every_call_of_a_known_shape() -> None:
     """A call shape seen before skips the name checks, never the type checks."""
     from hh_exporter.testing import MemoryTransport
 
-    hh = hh_exporter.Exporter(api_key="k", project="p", transport=MemoryTransport())
-    try:
+    async with hh_exporter.Exporter(api_key="k", project="p", transport=MemoryTransport()) as hh:
         for _ in range(3):
             hh.log_model_event(**model_fields())
         with pytest.raises(EventError, match="'usage' must be a dict"):
@@ -363,5 +362,3 @@ def test_types_are_checked_on_every_call_of_a_known_shape() -> None:
         with pytest.raises(EventError, match="missing required field"):
             hh.log_model_event(model="m", provider="p", messages=[])  # type: ignore[call-arg]
         assert hh.stats().accepted == 3
-    finally:
-        hh._finish_close()

@@ -215,15 +215,12 @@ async def test_cancelling_the_owner_task_still_closes() -> None:
     assert holder[0].closed and st.dropped["shutdown"] == 1 and st.pending == 0
 
 
-def test_key_never_in_reprs_or_errors() -> None:
+async def test_key_never_in_reprs_or_errors() -> None:
     """The API key appears in no repr, str or exception message."""
     secret = "hh_secret_key_0123456789"
-    hh = Exporter(api_key=secret, project="p", api_url="https://api.example.com")
-    try:
+    async with Exporter(api_key=secret, project="p", api_url="https://api.example.com") as hh:
         texts = [repr(hh), str(hh), repr(hh.config), str(hh.config), repr(hh._transport)]
         assert all(secret not in t for t in texts)
-    finally:
-        hh._finish_close()
 
 
 
