@@ -113,7 +113,7 @@ async def run_demo(
     await collector.start()
     try:
         exporter = Exporter(api_key=token, project="hh-exporter-demo", api_url=collector.url,
-                            source="demo", linger=0.2, backoff_initial=0.05, backoff_max=1.0)
+                            source="demo", linger=0.05, backoff_initial=0.05, backoff_max=1.0)
         costs: list[int] = []
         ids: list[str] = []
         t0 = time.perf_counter()
@@ -138,10 +138,11 @@ async def run_demo(
                     if i % 500 == 0:
                         await asyncio.sleep(0)  # let the worker run, as a real service would
                         bar.update(exporter.stats().delivered)
-                while exporter.stats().pending and time.perf_counter() - t0 < 120:
-                    await asyncio.sleep(0.05)
+                flushing = asyncio.ensure_future(exporter.flush(120.0))
+                while not flushing.done():  # the bar moves while the flush delivers
                     st = exporter.stats()
                     bar.update(st.delivered, f"retries {st.retries}")
+                    await asyncio.wait([flushing], timeout=0.1)
                 bar.update(exporter.stats().delivered)
         elapsed = time.perf_counter() - t0
         st = exporter.stats()
