@@ -169,7 +169,10 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 results = [(job, None, exc) for job, _, _ in results]
             for (_, fut, loop), value, err in results:
-                loop.call_soon_threadsafe(_settle, fut, value, err)
+                try:
+                    loop.call_soon_threadsafe(_settle, fut, value, err)
+                except RuntimeError:  # that loop is closed: nobody waits for this answer
+                    pass
         conn.close()
 
     async def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
