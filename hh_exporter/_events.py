@@ -28,7 +28,29 @@ EventType = Literal["model", "tool", "chain", "session"]
 _EVENT_TYPES = frozenset(("model", "tool", "chain", "session"))
 
 
-class ModelEventFields(TypedDict, total=False):
+class _EventCommon(TypedDict, total=False):
+    """Fields every event may carry, model or generic (``event_name`` is declared by each:
+    optional on model events, required on generic ones)."""
+
+    source: str
+    event_id: str
+    session_id: str
+    parent_id: str
+    children_ids: list[str]
+    config: dict[str, Any]
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    error: str | None
+    duration: float
+    start_time: Any
+    end_time: Any
+    metadata: dict[str, Any]
+    metrics: dict[str, Any]
+    feedback: dict[str, Any]
+    user_properties: dict[str, Any]
+
+
+class ModelEventFields(_EventCommon, total=False):
     """Keyword arguments of ``log_model_event``; see the README for each field.
 
     ``start_time``/``end_time`` are epoch milliseconds (or ``datetime``); ``duration`` is
@@ -41,54 +63,22 @@ class ModelEventFields(TypedDict, total=False):
     provider: Required[str]
     messages: Required[list[Any]]
     response: Required[Any]
-    duration: float
+    event_name: str
     usage: dict[str, Any]
     cost: float | None
-    error: str | None
-    source: str
-    event_name: str
-    event_id: str
-    session_id: str
-    parent_id: str
     hyperparameters: dict[str, Any]
     template: list[Any]
     template_inputs: dict[str, Any]
     tools: list[Any]
     tool_choice: Any
     response_format: dict[str, Any]
-    config: dict[str, Any]
-    inputs: dict[str, Any]
-    outputs: dict[str, Any]
-    children_ids: list[str]
-    start_time: Any
-    end_time: Any
-    metadata: dict[str, Any]
-    metrics: dict[str, Any]
-    feedback: dict[str, Any]
-    user_properties: dict[str, Any]
 
 
-class EventFields(TypedDict, total=False):
+class EventFields(_EventCommon, total=False):
     """Keyword arguments of ``log_event`` (generic ``chain``/``tool``/``model`` events)."""
 
     event_type: Required[EventType]
     event_name: Required[str]
-    inputs: dict[str, Any]
-    outputs: dict[str, Any]
-    config: dict[str, Any]
-    duration: float
-    error: str | None
-    source: str
-    event_id: str
-    session_id: str
-    parent_id: str
-    children_ids: list[str]
-    start_time: Any
-    end_time: Any
-    metadata: dict[str, Any]
-    metrics: dict[str, Any]
-    feedback: dict[str, Any]
-    user_properties: dict[str, Any]
 
 
 class SessionFields(TypedDict, total=False):
