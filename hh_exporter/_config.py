@@ -61,6 +61,8 @@ class ExporterConfig:
         spool_path: If set, events cut by a ``flush``/``aclose`` deadline are appended to
             this file as JSON lines (counted as ``spooled``), to be replayed later with
             ``hh-exporter ingest``; otherwise they are dropped as ``shutdown``.
+        trust_env: Honour ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from the environment,
+            as requests and httpx do.
         user_agent_suffix: Appended to the ``User-Agent`` header.
     """
 
@@ -86,6 +88,7 @@ class ExporterConfig:
     breaker_cooldown: float = 5.0
     close_timeout: float = 10.0
     spool_path: str | None = None
+    trust_env: bool = True
     user_agent_suffix: str = ""
 
     def __post_init__(self) -> None:

@@ -114,6 +114,7 @@ class Exporter:
         self._transport: Transport = transport or AiohttpTransport(
             config.api_url, config.api_key, timeout=config.request_timeout,
             max_connections=config.max_in_flight, user_agent_suffix=config.user_agent_suffix,
+            trust_env=config.trust_env,
         )
         self._on_drop = on_drop
         self._state = _State.NEW

@@ -91,6 +91,7 @@ class AiohttpTransport:
         timeout: float = 10.0,
         max_connections: int = 4,
         user_agent_suffix: str = "",
+        trust_env: bool = True,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._headers = {
@@ -101,6 +102,7 @@ class AiohttpTransport:
         }
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_connections = max_connections
+        self._trust_env = trust_env
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -117,6 +119,7 @@ class AiohttpTransport:
                 timeout=self._timeout,
                 auto_decompress=True,
                 raise_for_status=False,
+                trust_env=self._trust_env,  # proxies from the environment, like requests
             )
         return self._session
 
