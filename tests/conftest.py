@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from hh_exporter import Exporter, ExporterStats
 from hh_exporter.collector import Collector
 
 TOKEN = "test-token-3f9a"
+# The exporter honours proxy variables; tests talk to 127.0.0.1 only, never through a proxy.
+os.environ["NO_PROXY"] = ",".join(filter(None, (os.environ.get("NO_PROXY"), "127.0.0.1,localhost")))
 DATA = Path(__file__).parent / "data"
 
 
