@@ -13,6 +13,7 @@ import asyncio
 import gzip
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
@@ -20,6 +21,7 @@ from typing import IO, Any, Literal
 import msgspec
 
 from ._encoding import body_overhead
+from ._errors import BufferFullError
 from ._exporter import Exporter
 from ._ids import new_id
 from ._models import SessionProperties
@@ -56,6 +58,7 @@ class _Line(msgspec.Struct, kw_only=True):
 _SESSION_KEYS = ("source", "outputs", "error", "metadata", "user_properties", "metrics",
                  "feedback", "start_time")
 _decode_line = msgspec.json.Decoder(_Line).decode
+_MAX_SESSIONS = 100_000
 _encode = msgspec.json.Encoder().encode
 
 
@@ -69,6 +72,7 @@ class IngestResult:
     reject_reasons: dict[str, int] = field(default_factory=dict)
     sessions: int = 0
     interrupted: bool = False
+    abort_reason: str | None = None
     elapsed: float = 0.0
     stats: Any = None
 
@@ -172,14 +176,43 @@ def _reason(exc: Exception) -> str:
 async def run_ingest(
     files: list[str], exporter: Exporter | None, *, project: str, rejects: IO[str],
     dry_run: bool = False, progress: bool = True, max_event_bytes: int = 4 * 1024 * 1024,
-    stop: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None, refused: asyncio.Event | None = None,
 ) -> IngestResult:
-    """Send every valid line of ``files``; ``exporter`` may be None with ``dry_run``."""
+    """Send every valid line of ``files``; ``exporter`` may be None with ``dry_run``.
+
+    ``stop`` (Ctrl-C) and ``refused`` (the API refused the key) end the run early; the line
+    being sent then is counted as not read.
+    """
     res = IngestResult()
-    session_props: dict[str, bytes] = {}
-    announced: set[str] = set()
+    # Per-session state, bounded: a file of millions of sessions must not hold them all.
+    # A session evicted here only loses envelope hoisting (its events still carry its id);
+    # a second announcement is a duplicate event_id that the server ignores.
+    session_props: OrderedDict[str, bytes] = OrderedDict()
+    announced: OrderedDict[str, None] = OrderedDict()
     t0 = time.perf_counter()
-    send = exporter.send_encoded if exporter is not None else None
+    put = None
+    if exporter is not None and not dry_run:
+        send = exporter.send_encoded
+
+        async def put(data: bytes, generic: bool, sid: str | None, props: bytes | None) -> bool:
+            """Queue one event, waiting for space; False once told to stop."""
+            while True:
+                if stop is not None and stop.is_set():
+                    res.interrupted = True
+                    return False
+                if refused is not None and refused.is_set():
+                    # Every further line would be refused too: stop reading, say why.
+                    res.interrupted = True
+                    res.abort_reason = "the API refused the API key"
+                    return False
+                try:
+                    # The timeout only applies while the buffer is full, so a stop request
+                    # is seen within half a second even when nothing drains.
+                    await send(data, generic=generic, session_id=sid,
+                               session_properties=props, timeout=0.5)
+                    return True
+                except BufferFullError:
+                    continue
     with Progress("ingest", None, enabled=progress) as bar:
         for path in files:
             for n, line in iter_lines(path):
@@ -203,14 +236,22 @@ async def run_ingest(
                 if sid is not None:
                     if props is not None:
                         session_props[sid] = props
+                        if len(session_props) > _MAX_SESSIONS:
+                            session_props.popitem(last=False)
                     props = session_props.get(sid)
                     if props_obj is not None and sid not in announced:
-                        announced.add(sid)
+                        announced[sid] = None
+                        if len(announced) > _MAX_SESSIONS:
+                            announced.popitem(last=False)
                         res.sessions += 1
-                        if send is not None and not dry_run:
-                            await send(_announcement(sid, props_obj, project), generic=True)
-                if send is not None and not dry_run:
-                    await send(data, generic=generic, session_id=sid, session_properties=props)
+                        if put is not None and not await put(
+                                _announcement(sid, props_obj, project), True, None, None):
+                            res.sessions -= 1
+                            res.lines -= 1  # not sent: counted as never read
+                            break
+                if put is not None and not await put(data, generic, sid, props):
+                    res.lines -= 1
+                    break
                 res.sent += 1
                 if res.lines % 2000 == 0:
                     bar.update(res.sent)

@@ -124,6 +124,7 @@ async def _ingest(args: argparse.Namespace) -> int:
     from ._config import ExporterConfig
     from ._exporter import Exporter
     from ._ingest import run_ingest
+    from ._stats import DropNotice
 
     exporter = None
     if not args.dry_run:
@@ -138,7 +139,13 @@ async def _ingest(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"hh-exporter ingest: {exc}", file=sys.stderr)
             return 2
-        exporter = Exporter(config=config)
+        refused = asyncio.Event()
+
+        def on_drop(notice: DropNotice) -> None:
+            if notice.reason == "unauthorized":
+                refused.set()
+
+        exporter = Exporter(config=config, on_drop=on_drop)
         project = config.project
     else:
         project = args.project or os.environ.get("HH_PROJECT") or "dry-run"
@@ -156,14 +163,18 @@ async def _ingest(args: argparse.Namespace) -> int:
             async with exporter:
                 res = await run_ingest(args.files, exporter, project=project, rejects=rejects,
                                        progress=not args.no_progress, stop=stop,
+                                       refused=refused,
                                        max_event_bytes=exporter.config.max_batch_bytes)
                 print("flushing...", file=sys.stderr, flush=True)
+                if res.abort_reason:  # waiting would only collect more refusals
+                    await exporter.aclose(0.5)
             res.stats = exporter.stats()
     if res.rejected == 0:
         os.unlink(rejects_path)
     print("summary")
     if res.interrupted:
-        print("  interrupted   yes: lines after the last one read were not sent")
+        why = f" ({res.abort_reason})" if res.abort_reason else ""
+        print(f"  interrupted   yes{why}: lines after the last one read were not sent")
     print(f"  lines read    {res.lines:,}")
     print(f"  rejected      {res.rejected:,}" + (f" (see {rejects_path})" if res.rejected else ""))
     if args.dry_run:

@@ -213,3 +213,17 @@ async def test_serve_prints_its_url_and_stops_on_sigterm(tmp_path: Path) -> None
     with sqlite3.connect(db) as conn:
         ids = [r[0] for r in conn.execute("SELECT event_id FROM events")]
     assert ids == resp["event_ids"]
+
+
+async def test_ingest_with_a_wrong_key_stops_early(collector: Collector, tmp_path: Path) -> None:
+    """A refused key stops the run instead of sending the whole file to be refused."""
+    src = tmp_path / "many.jsonl"
+    write_lines(src, 30000)
+    code, out, err = await run_cli(
+        "ingest", str(src), "--api-url", collector.url, "--no-progress", "--batch-events", "100",
+        "--max-in-flight", "1", env={"HH_API_KEY": "wrong-key", "HH_PROJECT": "cli"})
+    assert code == 1
+    assert "the API refused the API key" in out
+    assert "wrong-key" not in out + err
+    lines = int(re.search(r"lines read\s+([\d,]+)", out)[1].replace(",", ""))  # type: ignore[index]
+    assert lines < 30000
