@@ -90,3 +90,15 @@ async def test_non_retriable_errors_are_not_retried() -> None:
     with pytest.raises(ValueError):
         await retry_call(bug, POLICY)
     assert calls == 1
+
+
+def test_proxy_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPS_PROXY is used for the API URL unless NO_PROXY exempts its host."""
+    from hh_exporter._transport import _env_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert _env_proxy("https://api.honeyhive.ai") == "http://proxy.internal:3128"
+    assert _env_proxy("http://127.0.0.1:8787") is None
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert _env_proxy("https://api.honeyhive.ai") is None
