@@ -20,7 +20,6 @@ __all__ = [
     "ModelEventRequest",
     "SessionProps",
     "SessionStartRequest",
-    "ValidatedEvent",
     "batch_decoder",
     "event_decoder",
     "format_error",
@@ -164,15 +163,6 @@ class SessionStartRequest(msgspec.Struct, kw_only=True):
     """Body of ``POST /session/start``."""
 
     session: SessionStart
-
-
-class ValidatedEvent(msgspec.Struct):
-    """What the handlers need of a validated event."""
-
-    event_id: str | None = None
-    session_id: str | None = None
-    event_type: str | None = None
-    event_name: str | None = None
 
 
 def batch_decoder(model: bool, strict: bool) -> msgspec.json.Decoder[Any]:
