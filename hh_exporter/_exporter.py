@@ -97,8 +97,8 @@ class Exporter:
         self._project = config.project
         self._source = config.source
         self._max_event_bytes = min(config.max_batch_bytes, config.max_buffer_bytes)
-        # Below this size no envelope can make an event too large: one comparison on the
-        # hot path instead of a function call.
+        # Below this size (event plus properties) no envelope can make an event too large:
+        # see _too_large.
         self._max_plain_event = self._max_event_bytes - body_overhead(b"")
         self._buffer = Buffer(
             max_events=config.max_buffer_events,
@@ -316,9 +316,11 @@ class Exporter:
         are encoded now. The session is announced with one ``event_type: "session"`` event,
         counted like any other event.
         """
+        if not self._accepting:
+            raise ExporterClosedError(self._refusal())
         session_id, raw, announcement = encode_session(
             properties, project=self._project, source=self._source)  # type: ignore[arg-type]
-        self._submit(GENERIC_ROUTE, None, None, announcement)
+        self._dispatch(GENERIC_ROUTE, None, None, announcement)
         return Session(self, session_id, raw)
 
     def log_model_event(
@@ -348,8 +350,8 @@ class Exporter:
         return self._log(GENERIC_ROUTE, fields, session)  # type: ignore[arg-type]
 
     def _log(self, route: str, fields: dict[str, Any], session: Session | None) -> str:
-        # The hot path, kept flat: every call layer here costs the caller ~0.1 us.
-        # `fields` is a call's own **kwargs dict: completed in place, encoded once.
+        # The hot path. `fields` is a call's own **kwargs dict: completed in place, encoded
+        # once. Whether the exporter accepts events is checked here, once, before encoding.
         if not self._accepting:
             raise ExporterClosedError(self._refusal())
         if session is None:
@@ -359,10 +361,7 @@ class Exporter:
             props = session.properties_json
         encode = encode_model_event if route is MODEL_ROUTE else encode_event
         event_id, data = encode(fields, self._project, self._source, sid)
-        if threading.get_ident() == self._thread_id:
-            self._accept(route, sid, props, data)
-        else:
-            self._hand_over(route, sid, props, data)
+        self._dispatch(route, sid, props, data)
         return event_id
 
     async def send_model_event(
@@ -410,7 +409,7 @@ class Exporter:
         size = len(data)
         if not self._accepting:
             raise ExporterClosedError(self._refusal())
-        if not buf.fits(size) and size + body_overhead(session_properties) <= self._max_event_bytes:
+        if not buf.fits(size) and not self._too_large(size, session_properties):
             if self._state is _State.NEW:
                 await self.start()  # only the worker can make room
             progress = self._progress
@@ -431,38 +430,41 @@ class Exporter:
 
     # -- the hand-off to the buffer ----------------------------------------------------------
 
-    def _submit(self, route: str, sid: str | None, props: bytes | None, data: bytes) -> None:
-        if not self._accepting:
-            raise ExporterClosedError(self._refusal())
+    def _dispatch(self, route: str, sid: str | None, props: bytes | None, data: bytes) -> None:
+        """Hand an encoded event to the buffer: directly on the loop's thread, else via the
+        loop. The caller has checked that the exporter accepts events."""
         if threading.get_ident() == self._thread_id:
             self._accept(route, sid, props, data)
-        else:
-            self._hand_over(route, sid, props, data)
-
-    def _hand_over(self, route: str, sid: str | None, props: bytes | None, data: bytes) -> None:
-        """From another thread: the loop appends, so the buffer needs no lock."""
+            return
         with self._lock:
             loop = self._loop
             if loop is None:
                 self._accept(route, sid, props, data)
                 return
         try:
-            loop.call_soon_threadsafe(self._accept, route, sid, props, data)
+            loop.call_soon_threadsafe(self._accept_late, route, sid, props, data)
         except RuntimeError:  # the loop is closed
             raise ExporterClosedError("the exporter's event loop is closed") from None
 
-    def _accept(self, route: str, sid: str | None, props: bytes | None, data: bytes) -> None:
-        c = self._counters
+    def _accept_late(self, route: str, sid: str | None, props: bytes | None,
+                     data: bytes) -> None:
+        # Run by the loop for another thread's call, which may land after close began.
         if not self._accepting:
-            # Reached through call_soon_threadsafe after close began: refuse and count.
-            c.refused += 1
+            self._counters.refused += 1
             return
-        c.accepted += 1
-        buf = self._buffer
-        size = len(data)
-        if size + (0 if props is None else len(props)) > self._max_plain_event and (
+        self._accept(route, sid, props, data)
+
+    def _too_large(self, size: int, props: bytes | None) -> bool:
+        """Whether no batch can carry an event of ``size`` bytes with these properties."""
+        # One comparison in the common case; the exact envelope only near the limit.
+        return size + (0 if props is None else len(props)) > self._max_plain_event and (
             size + body_overhead(props) > self._max_event_bytes
-        ):
+        )
+
+    def _accept(self, route: str, sid: str | None, props: bytes | None, data: bytes) -> None:
+        self._counters.accepted += 1
+        buf = self._buffer
+        if self._too_large(len(data), props):
             self._drop("too_large", 1, f"event of {len(data)} bytes exceeds max_batch_bytes="
                        f"{self.config.max_batch_bytes}", None)
             return
