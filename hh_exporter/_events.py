@@ -8,7 +8,7 @@ value raises :class:`~hh_exporter.EventError` here, at the call site, naming the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, Required, TypedDict
 
 from ._encoding import encode
@@ -22,6 +22,7 @@ __all__ = [
     "encode_event",
     "encode_model_event",
     "encode_session",
+    "session_announcement",
 ]
 
 EventType = Literal["model", "tool", "chain", "session"]
@@ -244,7 +245,29 @@ def encode_event(
     return event_id, encode(fields)
 
 
-_ANNOUNCED = ("outputs", "error", "metadata", "feedback", "metrics", "user_properties")
+_ANNOUNCED = ("source", "outputs", "error", "metadata", "feedback", "metrics", "user_properties")
+
+
+def session_announcement(props: Mapping[str, Any], session_id: str, project: str) -> bytes:
+    """Encode the ``event_type: "session"`` event that creates a session.
+
+    It is needed when the session's events travel in mixed batches, whose envelope cannot
+    carry its properties. ``props`` are the session's properties as sent in an envelope.
+    """
+    event: dict[str, Any] = {
+        "project": project, "event_name": props.get("session_name") or "session",
+        "event_type": "session", "event_id": session_id, "session_id": session_id,
+        "config": props.get("config") or {}, "inputs": props.get("inputs") or {},
+        "duration": 0.0,
+    }
+    start = props.get("start_time")
+    if start is not None:
+        event["start_time"] = event["end_time"] = start
+    for name in _ANNOUNCED:
+        value = props.get(name)
+        if value is not None:
+            event[name] = value
+    return encode(event)
 
 
 def encode_session(
@@ -252,9 +275,7 @@ def encode_session(
 ) -> tuple[str, bytes, bytes]:
     """Check and encode a session's properties and its announcement event.
 
-    Returns ``(session_id, properties JSON, announcement JSON)``. The announcement is the
-    ``event_type: "session"`` event that creates the session when its events travel in mixed
-    batches, whose envelope cannot carry its properties.
+    Returns ``(session_id, properties JSON, announcement JSON)``.
     """
     _check_session(fields)
     session_id = fields.get("session_id") or new_id()
@@ -262,18 +283,5 @@ def encode_session(
     if "source" not in fields:
         fields["source"] = source
     start = fields.get("start_time")
-    start_ms = int(time.time() * 1000) if start is None else _ms("start_time", start)
-    fields["start_time"] = start_ms
-    props = encode(fields)
-    event: dict[str, Any] = {
-        "project": project, "source": fields["source"],
-        "event_name": fields.get("session_name") or "session", "event_type": "session",
-        "event_id": session_id, "session_id": session_id,
-        "config": fields.get("config") or {}, "inputs": fields.get("inputs") or {},
-        "start_time": start_ms, "end_time": start_ms, "duration": 0.0,
-    }
-    for name in _ANNOUNCED:
-        value = fields.get(name)
-        if value is not None:
-            event[name] = value
-    return session_id, props, encode(event)
+    fields["start_time"] = int(time.time() * 1000) if start is None else _ms("start_time", start)
+    return session_id, encode(fields), session_announcement(fields, session_id, project)

@@ -22,6 +22,7 @@ import msgspec
 
 from ._encoding import body_overhead
 from ._errors import BufferFullError
+from ._events import session_announcement
 from ._exporter import Exporter
 from ._ids import new_id
 from ._models import SessionProperties
@@ -55,8 +56,6 @@ class _Line(msgspec.Struct, kw_only=True):
     session: Obj | None = None
 
 
-_SESSION_KEYS = ("source", "outputs", "error", "metadata", "user_properties", "metrics",
-                 "feedback", "start_time")
 _decode_line = msgspec.json.Decoder(_Line).decode
 _MAX_SESSIONS = 100_000
 _encode = msgspec.json.Encoder().encode
@@ -146,17 +145,6 @@ def _prepare(
     if len(data) + body_overhead(props) > max_bytes:
         raise ValueError(f"event of {len(data)} bytes exceeds the batch limit of {max_bytes}")
     return data, generic, sid, props, props_obj if sid else None
-
-
-def _announcement(sid: str, props: Obj, project: str) -> bytes:
-    """The ``event_type: "session"`` event that creates the session, as ``Exporter.session``
-    sends one: a session whose events end up in mixed batches has no envelope to carry its
-    properties."""
-    ev: Obj = {"event_type": "session", "event_id": sid, "session_id": sid,
-               "event_name": props.get("session_name") or "session", "project": project,
-               "inputs": props.get("inputs") or {}, "config": props.get("config") or {}}
-    ev.update((k, props[k]) for k in _SESSION_KEYS if props.get(k) is not None)
-    return _encode(ev)
 
 
 def _reason(exc: Exception) -> str:
@@ -251,7 +239,7 @@ async def run_ingest(
                             announced.popitem(last=False)
                         res.sessions += 1
                         if send is not None and not await put(
-                                _announcement(sid, props_obj, project), True, None, None):
+                                session_announcement(props_obj, sid, project), True, None, None):
                             res.sessions -= 1
                             res.lines -= 1  # not sent: counted as never read
                             break
