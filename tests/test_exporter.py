@@ -323,19 +323,6 @@ def test_plain_http_to_a_remote_host_warns() -> None:
         hh_exporter.ExporterConfig(api_key="k", project="p", api_url="http://api.example.com")
 
 
-async def test_collector_db_check_after_random_faults(collector: Collector) -> None:
-    """Under 20% random 5xx every event is stored exactly once and the stats add up."""
-    collector.faults.set(Faults(error_rate=0.2, seed=3))
-    async with fast_exporter(collector.url, max_batch_events=20) as hh:
-        ids = [hh.log_model_event(**model_fields(i)) for i in range(1000)]
-        assert await hh.flush(10)
-        st = hh.stats()
-        assert st.delivered == 1000 and st.retries > 0
-        assert_balanced(st)
-    stored = await collector.store.event_ids()  # type: ignore[union-attr]
-    assert sorted(stored) == sorted(ids)
-
-
 
 async def test_session_id_without_a_handle_and_none_defaults(collector: Collector) -> None:
     """An explicit session_id attaches an event to a session; usage=None means {}."""

@@ -70,14 +70,23 @@ async def test_outage_then_recovery_loses_nothing(collector: Collector) -> None:
     assert sorted(stored) == sorted(ids)
 
 
-async def test_dropped_connections_are_retried(collector: Collector) -> None:
-    """Connections dropped mid-request are retried; nothing is lost or doubled."""
-    collector.faults.set(Faults(drop_rate=0.3, seed=5))
-    async with fast_exporter(collector.url, max_batch_events=25) as hh:
-        ids = [hh.log_model_event(**model_fields(i)) for i in range(500)]
+@pytest.mark.parametrize(
+    ("faults", "n", "batch"),
+    [(Faults(error_rate=0.2, seed=3), 1000, 20),   # random 20% 5xx
+     (Faults(drop_rate=0.3, seed=5), 500, 25)],    # connections dropped mid-request
+    ids=["random-5xx", "dropped-connections"],
+)
+async def test_transient_faults_are_retried_without_loss_or_doubles(
+    collector: Collector, faults: Faults, n: int, batch: int
+) -> None:
+    """Retried faults lose nothing and store nothing twice; the stats add up."""
+    collector.faults.set(faults)
+    async with fast_exporter(collector.url, max_batch_events=batch) as hh:
+        ids = [hh.log_model_event(**model_fields(i)) for i in range(n)]
         assert await hh.flush(10)
         st = hh.stats()
-        assert st.delivered == 500 and st.retries > 0
+        assert st.delivered == n and st.retries > 0
+        assert_balanced(st)
     stored = await collector.store.event_ids()  # type: ignore[union-attr]
     assert sorted(stored) == sorted(ids)
 
