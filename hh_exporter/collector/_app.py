@@ -164,17 +164,12 @@ class _Ingest:
             sessions.append((props.session_id, _props_json(props)))
         ids = [e.event_id or str(uuid.uuid4()) for e in evs]
         self.events_received += len(ids)
-        rows: list[EventRow] = []
+        rows: list[EventRow]
         if self.store.keeps_bodies:
             raw_req = self._dec[path].decode(body)
             raws: list[msgspec.Raw] = raw_req.model_events if model else raw_req.events
-            for ev, eid, raw in zip(evs, ids, raws, strict=True):
-                sid = ev.session_id or batch_sid
-                etype = "model" if model else (ev.event_type or "chain")
-                if etype == "session":
-                    sid = sid or eid
-                    sessions.append((sid, _event_session_json(raw)))
-                rows.append((eid, sid, etype, path, bytes(raw)))
+            rows = [_row(ev, eid, raw, path, model, batch_sid, sessions)
+                    for ev, eid, raw in zip(evs, ids, raws, strict=True)]
         else:
             rows = [(eid, None, "", path, b"") for eid in ids]  # counted, never kept
         if partial and rows:
@@ -206,14 +201,10 @@ class _Ingest:
         raw = req.model_event if model else req.event
         ev = self._validate(raw, model, "model_event" if model else "event")
         eid = ev.event_id or str(uuid.uuid4())
-        etype = "model" if model else (ev.event_type or "chain")
         sessions: list[SessionRow] = []
-        sid = ev.session_id
-        if etype == "session":
-            sid = sid or eid
-            sessions.append((sid, _event_session_json(raw)))
+        row = _row(ev, eid, raw, path, model, None, sessions)
         self.events_received += 1
-        await self._store([(eid, sid, etype, path, bytes(raw))], sessions)
+        await self._store([row], sessions)
         return _json({"event_id": eid, "success": True})
 
     async def model_event(self, body: bytes, partial: bool) -> web.Response:
@@ -276,6 +267,19 @@ class _Ingest:
             return _json({"error": f"bad fault settings: {exc}", "success": False}, 400)
         self.faults.set(faults)
         return _json(self.faults.describe())
+
+
+def _row(
+    ev: Any, eid: str, raw: msgspec.Raw, path: str, model: bool, batch_sid: str | None,
+    sessions: list[SessionRow],
+) -> EventRow:
+    """The stored row of one validated event; a ``session`` event also creates its session."""
+    sid = ev.session_id or batch_sid
+    etype = "model" if model else (ev.event_type or "chain")
+    if etype == "session":
+        sid = sid or eid
+        sessions.append((sid, _event_session_json(raw)))
+    return (eid, sid, etype, path, bytes(raw))
 
 
 def _valid_uuid(value: str | None) -> str | None:
