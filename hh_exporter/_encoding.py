@@ -52,19 +52,18 @@ _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 _encode = _encoder.encode
 
 
-def encode(obj: msgspec.Struct | dict[str, Any]) -> bytes:
-    """Encode a Struct or dict to JSON bytes, or raise :class:`EventError` naming the bad field."""
+def encode(obj: dict[str, Any]) -> bytes:
+    """Encode an event's fields to JSON bytes, or raise :class:`EventError` naming the bad
+    field."""
     try:
         return _encode(obj)
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
         raise EventError(_describe(obj, exc)) from None
 
 
-def _describe(obj: msgspec.Struct | dict[str, Any], exc: Exception) -> str:
+def _describe(obj: dict[str, Any], exc: Exception) -> str:
     # Slow path only: find which field fails by encoding each one alone.
-    items = obj.items() if isinstance(obj, dict) else (
-        (n, getattr(obj, n)) for n in obj.__struct_fields__)
-    for name, value in items:
+    for name, value in obj.items():
         try:
             _encode(value)
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as field_exc:
