@@ -15,7 +15,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any, Literal
 
 import msgspec
@@ -68,7 +68,6 @@ class IngestResult:
     lines: int = 0
     sent: int = 0
     rejected: int = 0
-    reject_reasons: dict[str, int] = field(default_factory=dict)
     sessions: int = 0
     interrupted: bool = False
     abort_reason: str | None = None
@@ -219,8 +218,6 @@ async def run_ingest(
                 except (msgspec.DecodeError, ValueError, TypeError) as exc:
                     reason = _reason(exc)
                     res.rejected += 1
-                    key = reason.split(":")[0][:60]
-                    res.reject_reasons[key] = res.reject_reasons.get(key, 0) + 1
                     where = "<stdin>" if path == "-" else path
                     print(f"{where}:{n}: rejected: {reason}", file=sys.stderr)
                     rejects.write(_encode({"file": where, "line": n, "reason": reason,

@@ -95,11 +95,6 @@ class Sender:
         """Ask the worker to look at the buffer again."""
         self._wake.set()
 
-    @property
-    def in_flight(self) -> int:
-        """Requests (batches) under way."""
-        return len(self._flights)
-
     # -- the worker loop ---------------------------------------------------------------
 
     async def run(self) -> None:
