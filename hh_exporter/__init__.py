@@ -23,6 +23,7 @@ from ._models import (
     ModelEvent,
     ModelEventBatch,
     SessionProperties,
+    SessionStartRequest,
 )
 from ._session import Session
 from ._stats import DROP_REASONS, DropNotice, DropReason, ExporterStats
@@ -56,6 +57,7 @@ __all__ = [
     "Response",
     "Session",
     "SessionProperties",
+    "SessionStartRequest",
     "SyncExporter",
     "Transport",
     "TransportError",

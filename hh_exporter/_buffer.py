@@ -1,22 +1,23 @@
-"""The bounded, sans-I/O event buffer, and the batching rules.
+"""The bounded, sans-I/O event buffer, the batching rules, and the session gates.
 
 The buffer never awaits, never reads the clock (``now`` is passed in) and holds only encoded
 event bytes. Events live in *lanes*, one per ``(route, session_id)``; events logged without a
-session share the lane ``(route, None)``. A batch is cut when:
+session share the lane ``(route, None)``. Every batch is mixed: each event carries its own
+``session_id`` and the envelope says ``is_single_session: false``, so batches fill up whatever
+the sessions' sizes and however they interleave. A route's batch is cut when:
 
-* a lane is full (``max_batch_events``, or a body of ``max_batch_bytes``): a single-session
-  batch with the session's properties hoisted into the envelope;
-* a route's oldest event has waited ``linger`` seconds, or a flush forces it: every lane of
-  the route goes. Lanes with at least ``session_batch_min_events`` events go as single-session
-  batches; smaller lanes are packed together into mixed batches, so a thousand one-event
-  sessions cost two requests, not a thousand;
-* the small lanes of a route add up to a full batch: a full mixed batch goes at once.
+* its lanes hold a full batch (``max_batch_events``, or a body of ``max_batch_bytes``);
+* its oldest lane has waited ``linger`` seconds, or a flush forces it: everything goes.
 
-Every count the rules need is kept up to date as events come and go, so a take touches only
-what it cuts: many thousands of pending short sessions cost nothing per wake.
+Lanes are packed oldest first, so events of one session stay together and in order.
 
-Order is kept within a lane, and so within a session. The buffer is bounded by event count
-and by bytes; when full, ``append`` refuses the event (drop newest) or evicts the oldest.
+**Sessions are started before their events leave.** :meth:`Buffer.add_start` queues a
+session's ``POST /session/start`` body and closes a *gate* on its id: events of that session
+are held aside (counted in the buffer's bounds) until :meth:`release` opens the gate once
+the start succeeded, or :meth:`discard` removes them when it failed.
+
+The buffer is bounded by event count and by bytes; when full, ``append`` refuses the event
+(drop newest) or evicts the oldest.
 """
 
 from __future__ import annotations
@@ -26,30 +27,18 @@ from collections.abc import Hashable
 
 from ._encoding import body_overhead
 
-__all__ = ["Batch", "Buffer"]
+__all__ = ["Batch", "Buffer", "SessionStart"]
 
 Sid = Hashable | None
 
 
 class Batch:
-    """Events cut from the buffer to be sent together in one request.
+    """Events cut from the buffer to be sent together in one request."""
 
-    ``session_properties`` is set (and ``session_id`` too) for a single-session batch.
-    """
+    __slots__ = ("events", "nbytes", "route")
 
-    __slots__ = ("events", "nbytes", "route", "session_id", "session_properties")
-
-    def __init__(
-        self,
-        route: str,
-        session_id: Sid,
-        session_properties: bytes | None,
-        events: list[bytes],
-        nbytes: int,
-    ) -> None:
+    def __init__(self, route: str, events: list[bytes], nbytes: int) -> None:
         self.route = route
-        self.session_id = session_id
-        self.session_properties = session_properties
         self.events = events
         self.nbytes = nbytes
 
@@ -60,40 +49,43 @@ class Batch:
         """Halve the batch, keeping order (used on 413 and to isolate invalid events)."""
         mid = len(self.events) // 2
         a, b = self.events[:mid], self.events[mid:]
-        props = self.session_properties
-        return (
-            Batch(self.route, self.session_id, props, a, sum(map(len, a))),
-            Batch(self.route, self.session_id, props, b, sum(map(len, b))),
-        )
+        return Batch(self.route, a, sum(map(len, a))), Batch(self.route, b, sum(map(len, b)))
 
     def __repr__(self) -> str:
-        kind = "single" if self.session_properties is not None else "mixed"
-        return f"<Batch {self.route} {kind} events={len(self.events)} bytes={self.nbytes}>"
+        return f"<Batch {self.route} events={len(self.events)} bytes={self.nbytes}>"
+
+
+class SessionStart:
+    """A queued ``POST /session/start``: the session's id and the encoded request body."""
+
+    __slots__ = ("body", "session_id")
+
+    def __init__(self, session_id: str, body: bytes) -> None:
+        self.session_id = session_id
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"<SessionStart {self.session_id}>"
 
 
 class _Lane:
-    __slots__ = ("events", "first_time", "nbytes", "overhead", "props", "small")
+    __slots__ = ("events", "first_time", "nbytes")
 
-    def __init__(self, props: bytes | None, now: float) -> None:
+    def __init__(self, now: float) -> None:
         self.events: deque[bytes] = deque()
         self.nbytes = 0
         self.first_time = now
-        self.props = props
-        self.overhead = body_overhead(props)
-        self.small = True
 
 
 class _Route:
-    """The lanes of one route, split into small (packed) and big (single-session) ones."""
+    """The open lanes of one route, oldest first, and their totals."""
 
-    __slots__ = ("big", "lanes", "small", "small_bytes", "small_events")
+    __slots__ = ("events", "lanes", "nbytes")
 
     def __init__(self) -> None:
-        self.lanes: OrderedDict[Sid, _Lane] = OrderedDict()  # creation order: oldest first
-        self.small: OrderedDict[Sid, _Lane] = OrderedDict()
-        self.big: dict[Sid, _Lane] = {}
-        self.small_events = 0
-        self.small_bytes = 0
+        self.lanes: OrderedDict[Sid, _Lane] = OrderedDict()
+        self.events = 0
+        self.nbytes = 0
 
 
 class Buffer:
@@ -110,7 +102,6 @@ class Buffer:
         max_batch_events: int,
         max_batch_bytes: int,
         linger: float,
-        session_batch_min_events: int = 16,
         drop_oldest: bool = False,
     ) -> None:
         self.max_events = max_events
@@ -118,19 +109,63 @@ class Buffer:
         self.max_batch_events = max_batch_events
         self.max_batch_bytes = max_batch_bytes
         self.linger = linger
-        self.session_batch_min_events = session_batch_min_events
         self.drop_oldest = drop_oldest
-        self._mixed_budget = max_batch_bytes - body_overhead(None)
+        # Bytes of events (commas included) that fit in one body.
+        self._budget = max_batch_bytes - body_overhead()
         self._routes: dict[str, _Route] = {}
-        self._full: dict[tuple[str, Sid], None] = {}  # an ordered set
-        #: Events and bytes held now.
+        #: Session starts waiting to be sent, oldest first; the sender takes them.
+        self.starts: deque[SessionStart] = deque()
+        # Gated sessions -> their held lanes by route (insertion order: oldest first).
+        self._held: dict[Sid, dict[str, _Lane]] = {}
+        #: Events and bytes held now, gated ones included.
         self.events = 0
         self.nbytes = 0
-        #: Set when a batch is ready (or the buffer went from empty to not): the worker should
-        #: call :meth:`take_ready`. The worker clears it.
+        #: Set when a batch or a session start is ready (or the linger timer must be armed):
+        #: the worker should call :meth:`take_ready`. The worker clears it.
         self.ready = False
         #: Events evicted by ``drop_oldest`` since the owner last reset this to 0.
         self.evicted = 0
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def add_start(self, start: SessionStart) -> None:
+        """Queue a session start and hold the session's events until it is released."""
+        self._held.setdefault(start.session_id, {})
+        self.starts.append(start)
+        self.ready = True
+
+    def gated(self, session_id: Sid) -> bool:
+        """Whether events of ``session_id`` are held for their session's start."""
+        return session_id in self._held
+
+    def release(self, session_id: Sid, now: float) -> None:
+        """The session started: its held events join the open lanes (linger counts anew)."""
+        lanes = self._held.pop(session_id, None)
+        if not lanes:
+            return
+        for route, lane in lanes.items():
+            r = self._route(route)
+            known = r.lanes.get(session_id)
+            if known is None:
+                lane.first_time = now
+                r.lanes[session_id] = lane
+            else:  # events logged with the bare id before the gate closed
+                known.events.extend(lane.events)
+                known.nbytes += lane.nbytes
+            r.events += len(lane.events)
+            r.nbytes += lane.nbytes
+            if self._full(r):
+                self.ready = True
+
+    def discard(self, session_id: Sid) -> list[bytes]:
+        """The session cannot start: remove and return its held events, in order."""
+        lanes = self._held.pop(session_id, None)
+        out: list[bytes] = []
+        for lane in (lanes or {}).values():
+            out.extend(lane.events)
+            self.events -= len(lane.events)
+            self.nbytes -= lane.nbytes
+        return out
 
     # -- putting events in -------------------------------------------------------------
 
@@ -138,8 +173,7 @@ class Buffer:
         """Whether an event of ``size`` bytes fits now without evicting anything."""
         return self.events < self.max_events and self.nbytes + size <= self.max_bytes
 
-    def append(self, route: str, session_id: Sid, props: bytes | None, data: bytes,
-               now: float) -> bool:
+    def append(self, route: str, session_id: Sid, data: bytes, now: float) -> bool:
         """Add one encoded event; return False if it was refused because the buffer is full.
 
         With ``drop_oldest`` the oldest events are evicted instead (counted in ``evicted``).
@@ -152,80 +186,69 @@ class Buffer:
                 self.events >= self.max_events or self.nbytes + size > self.max_bytes
             ):
                 self._evict_one()
-        r = self._routes.get(route)
-        if r is None:
-            r = self._routes[route] = _Route()
-        lane = r.lanes.get(session_id)
-        if lane is None:
-            lane = r.lanes[session_id] = r.small[session_id] = _Lane(props, now)
-            if not self.events:
-                self.ready = True
-        lane.events.append(data)
-        lane.nbytes += size
         self.events += 1
         self.nbytes += size
-        n = len(lane.events)
-        if lane.small:
-            r.small_events += 1
-            r.small_bytes += size
-            if session_id is not None and n >= self.session_batch_min_events:
-                self._make_big(r, session_id, lane)
-            elif r.small_events >= self.max_batch_events or (
-                r.small_bytes + r.small_events > self._mixed_budget
-            ):
-                self.ready = True
-        if n >= self.max_batch_events or lane.nbytes + n + lane.overhead >= self.max_batch_bytes:
-            self._full[(route, session_id)] = None
+        held = self._held.get(session_id) if self._held else None
+        if held is not None:
+            lane = held.get(route)
+            if lane is None:
+                lane = held[route] = _Lane(now)
+            lane.events.append(data)
+            lane.nbytes += size
+            return True
+        r = self._routes.get(route)
+        if r is None:
+            r = self._route(route)
+        lane = r.lanes.get(session_id)
+        if lane is None:
+            lane = r.lanes[session_id] = _Lane(now)
+        lane.events.append(data)
+        lane.nbytes += size
+        r.events += 1
+        r.nbytes += size
+        if r.events >= self.max_batch_events or r.nbytes + r.events > self._budget:
             self.ready = True
         return True
 
-    def _make_big(self, r: _Route, sid: Sid, lane: _Lane) -> None:
-        del r.small[sid]
-        r.big[sid] = lane
-        lane.small = False
-        r.small_events -= len(lane.events)
-        r.small_bytes -= lane.nbytes
+    def _route(self, route: str) -> _Route:
+        r = self._routes.get(route)
+        if r is None:
+            r = self._routes[route] = _Route()
+            self.ready = True  # a new linger deadline: the worker must arm its timer
+        return r
 
-    def _settle(self, route: str, r: _Route, sid: Sid, lane: _Lane) -> None:
-        """Re-file a lane whose size went down: drop it when empty, or demote it to small."""
-        if not lane.events:
-            del r.lanes[sid]
-            if lane.small:
-                del r.small[sid]
-            else:
-                del r.big[sid]
-            self._full.pop((route, sid), None)
-            if not r.lanes:
-                del self._routes[route]
-            return
-        if not lane.small and len(lane.events) < self.session_batch_min_events:
-            del r.big[sid]
-            r.small[sid] = lane
-            lane.small = True
-            r.small_events += len(lane.events)
-            r.small_bytes += lane.nbytes
-        if not self._lane_full(lane):
-            self._full.pop((route, sid), None)
+    def _full(self, r: _Route) -> bool:
+        return r.events >= self.max_batch_events or r.nbytes + r.events - 1 >= self._budget
 
     def _evict_one(self) -> None:
-        route, r = min(self._routes.items(), key=lambda kv: next(iter(kv[1].lanes.values()))
-                       .first_time)
-        sid, lane = next(iter(r.lanes.items()))
-        data = lane.events.popleft()
-        size = len(data)
-        lane.nbytes -= size
-        if lane.small:
-            r.small_events -= 1
-            r.small_bytes -= size
+        if self._routes:
+            route, r = min(self._routes.items(),
+                           key=lambda kv: next(iter(kv[1].lanes.values())).first_time)
+            sid, lane = next(iter(r.lanes.items()))
+            data = lane.events.popleft()
+            lane.nbytes -= len(data)
+            r.events -= 1
+            r.nbytes -= len(data)
+            if not lane.events:
+                del r.lanes[sid]
+                if not r.lanes:
+                    del self._routes[route]
+        else:  # only held events are left: the oldest held session's first lane
+            lanes = next(lane for lane in self._held.values() if lane)
+            route = next(r for r, lane in lanes.items() if lane.events)
+            lane = lanes[route]
+            data = lane.events.popleft()
+            lane.nbytes -= len(data)
+            if not lane.events:
+                del lanes[route]
         self.events -= 1
-        self.nbytes -= size
+        self.nbytes -= len(data)
         self.evicted += 1
-        self._settle(route, r, sid, lane)
 
     # -- taking batches out ------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        """When the oldest lane's linger runs out (in the caller's clock), or None if empty."""
+        """When the oldest open lane's linger runs out (in the caller's clock), or None."""
         if not self._routes:
             return None
         return min(next(iter(r.lanes.values())).first_time
@@ -234,110 +257,63 @@ class Buffer:
     def take_ready(self, now: float, *, force: bool = False, limit: int = 1 << 30) -> list[Batch]:
         """Cut and return up to ``limit`` batches that are ready at ``now``.
 
-        ``force`` cuts everything (flush and close).
+        ``force`` cuts every open lane (flush and close); held events stay held.
         """
         out: list[Batch] = []
         self.ready = False
-        if not self._routes or limit <= 0:
-            return out
-        # 1. Lanes that hold a full batch go first, whole batches only.
-        for route, sid in list(self._full):
-            r = self._routes[route]
-            lane = r.lanes[sid]
-            while len(out) < limit and self._lane_full(lane):
-                out.append(self._cut(route, r, sid, lane, single=sid is not None))
-            self._settle(route, r, sid, lane)
-        # 2. Per route: on linger or force, everything; else full mixed batches of small lanes.
         for route, r in list(self._routes.items()):
             if len(out) >= limit:
                 break
             expired = force or next(iter(r.lanes.values())).first_time + self.linger <= now
-            if expired:
-                for sid, lane in list(r.big.items()):
-                    while lane.events and len(out) < limit:
-                        out.append(self._cut(route, r, sid, lane, single=True))
-                    self._settle(route, r, sid, lane)
-            self._pack_mixed(route, r, out, limit, drain=expired)
-        if self._full or (force and self.events):
+            while r.lanes and len(out) < limit and (expired or self._full(r)):
+                out.append(self._cut(route, r))
+            if not r.lanes:
+                del self._routes[route]
+        if len(out) >= limit and any(
+            force or self._full(r) for r in self._routes.values()
+        ):
             self.ready = True  # more is ready than the limit let out: come back
-        else:
-            for r in self._routes.values():
-                if r.small_events >= self.max_batch_events or (
-                    r.small_bytes + r.small_events > self._mixed_budget
-                ):
-                    self.ready = True
         return out
 
-    def _lane_full(self, lane: _Lane) -> bool:
-        n = len(lane.events)
-        return n >= self.max_batch_events or (
-            n > 0 and lane.nbytes + n + lane.overhead >= self.max_batch_bytes
-        )
-
-    def _cut(self, route: str, r: _Route, sid: Sid, lane: _Lane, *, single: bool) -> Batch:
-        """Take one batch from the front of a lane, within both batch limits."""
-        props = lane.props if single else None
-        budget = self.max_batch_bytes - (lane.overhead if single else body_overhead(None))
+    def _cut(self, route: str, r: _Route) -> Batch:
+        """Pack one batch from the oldest lanes of a route, within both batch limits."""
+        budget = self._budget
+        limit = self.max_batch_events
         events: list[bytes] = []
         nbytes = 0
-        q = lane.events
-        while q and len(events) < self.max_batch_events:
-            size = len(q[0])
-            if events and nbytes + size + len(events) > budget:
+        lanes = r.lanes
+        while lanes and len(events) < limit:
+            sid, lane = next(iter(lanes.items()))
+            q = lane.events
+            taken = 0
+            while q and len(events) < limit:
+                size = len(q[0])
+                if events and nbytes + size + len(events) > budget:
+                    break
+                events.append(q.popleft())
+                nbytes += size
+                taken += size
+            lane.nbytes -= taken
+            if q:  # the batch is full; the rest of this lane waits at the front
                 break
-            events.append(q.popleft())
-            nbytes += size
-        lane.nbytes -= nbytes
-        if lane.small:
-            r.small_events -= len(events)
-            r.small_bytes -= nbytes
+            del lanes[sid]
+        r.events -= len(events)
+        r.nbytes -= nbytes
         self.events -= len(events)
         self.nbytes -= nbytes
-        return Batch(route, sid if single else None, props, events, nbytes)
-
-    def _pack_mixed(self, route: str, r: _Route, out: list[Batch], limit: int, *,
-                    drain: bool) -> None:
-        """Pack small lanes, oldest first, into mixed batches.
-
-        Without ``drain`` only full batches are cut, and the rest waits for its linger.
-        """
-        budget = self._mixed_budget
-        while r.small and len(out) < limit:
-            if not drain and r.small_events < self.max_batch_events and (
-                r.small_bytes + r.small_events <= budget
-            ):
-                return
-            events: list[bytes] = []
-            nbytes = 0
-            while r.small and len(events) < self.max_batch_events:
-                sid, lane = next(iter(r.small.items()))
-                q = lane.events
-                taken = 0
-                while q and len(events) < self.max_batch_events:
-                    size = len(q[0])
-                    if events and nbytes + size + len(events) > budget:
-                        break
-                    events.append(q.popleft())
-                    nbytes += size
-                    taken += size
-                lane.nbytes -= taken
-                if q:  # the batch is full; the rest of this lane waits
-                    break
-                self._settle(route, r, sid, lane)
-            r.small_events -= len(events)
-            r.small_bytes -= nbytes
-            self.events -= len(events)
-            self.nbytes -= nbytes
-            out.append(Batch(route, None, None, events, nbytes))
-            if route not in self._routes:
-                return
+        return Batch(route, events, nbytes)
 
     def drain_all(self) -> list[bytes]:
-        """Remove and return every buffered event (used when closing gives up)."""
+        """Remove and return every buffered event, held ones included (closing gives up).
+
+        Queued session starts are left to the caller (``starts``).
+        """
         events = [e for r in self._routes.values() for lane in r.lanes.values()
                   for e in lane.events]
+        events.extend(e for lanes in self._held.values() for lane in lanes.values()
+                      for e in lane.events)
         self._routes.clear()
-        self._full.clear()
+        self._held.clear()
         self.events = 0
         self.nbytes = 0
         self.ready = False

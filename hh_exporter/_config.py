@@ -33,22 +33,26 @@ class ExporterConfig:
 
     Args:
         api_key: Bearer token. Never shown in ``repr``, logs or errors.
-        project: Project name sent on every event (the classic API requires it).
+        project: Project name, sent on every event and session when set. Optional: the
+            HoneyHive cloud takes the project from the API key's scope and ignores it;
+            classic and self-hosted backends require it.
         api_url: Base URL; a trailing ``/`` is stripped.
         source: ``source`` of events and sessions, e.g. ``production``.
         max_batch_events: A batch closes at this many events.
         max_batch_bytes: A batch body never exceeds this many bytes; a larger event is dropped
-            as ``too_large`` when it is logged.
+            as ``too_large`` when it is logged. Smaller bodies mean less to store twice when
+            a retried timeout duplicates a batch.
         linger: A batch closes when its oldest event has waited this long.
         max_in_flight: Concurrent requests (and connections).
         max_buffer_events: Buffered events before the overflow policy applies.
         max_buffer_bytes: Buffered bytes before the overflow policy applies.
         overflow: ``drop_newest`` (default) or ``drop_oldest`` when the buffer is full; both
             count the dropped event as ``queue_full``. ``send()`` waits instead.
-        session_batch_min_events: A session with at least this many events pending when its
-            batch closes goes out as a single-session batch with its properties hoisted;
-            smaller sessions are packed together into mixed batches.
-        request_timeout: Total time for one HTTP request.
+        max_starts_in_flight: Concurrent ``POST /session/start`` requests, beside the
+            batches: many short sessions must not wait for each other's starts.
+        request_timeout: Total time for one HTTP request. A request that times out is
+            retried, and since the API does not deduplicate, a batch the server did store
+            is then stored twice: keep it well above the server's worst answer time.
         max_attempts: Attempts per batch, the first included.
         retry_deadline: Time budget per batch across all attempts.
         backoff_initial: First retry wait (before jitter).
@@ -67,18 +71,18 @@ class ExporterConfig:
     """
 
     api_key: str = dataclasses.field(repr=False)
-    project: str
+    project: str | None = None
     api_url: str = DEFAULT_API_URL
     source: str = "dev"
     max_batch_events: int = 500
-    max_batch_bytes: int = 4 * _MiB
+    max_batch_bytes: int = 1 * _MiB
     linger: float = 1.0
     max_in_flight: int = 4
     max_buffer_events: int = 100_000
     max_buffer_bytes: int = 64 * _MiB
     overflow: OverflowPolicy = "drop_newest"
-    session_batch_min_events: int = 16
-    request_timeout: float = 10.0
+    max_starts_in_flight: int = 16
+    request_timeout: float = 30.0
     max_attempts: int = 8
     retry_deadline: float = 60.0
     backoff_initial: float = 0.5
@@ -94,8 +98,11 @@ class ExporterConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.api_key, str) or not self.api_key.strip():
             raise ConfigError("api_key is required: pass api_key=... or set HH_API_KEY")
-        if not isinstance(self.project, str) or not self.project.strip():
-            raise ConfigError("project is required: pass project=... or set HH_PROJECT")
+        if self.project is not None and (
+            not isinstance(self.project, str) or not self.project.strip()
+        ):
+            raise ConfigError(f"project must be a non-empty string or None, got "
+                              f"{self.project!r}")
         url = self.api_url.rstrip("/")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -109,7 +116,7 @@ class ExporterConfig:
                 stacklevel=4,
             )
         for name in ("max_batch_events", "max_in_flight", "max_buffer_events", "max_attempts",
-                     "session_batch_min_events"):
+                     "max_starts_in_flight"):
             _positive_int(name, getattr(self, name))
         _positive_int("max_batch_bytes", self.max_batch_bytes, minimum=256)
         _positive_int("max_buffer_bytes", self.max_buffer_bytes, minimum=self.max_batch_bytes)
@@ -149,7 +156,6 @@ class ExporterConfig:
             if name not in given and env.get(var):
                 given[name] = env[var]
         given.setdefault("api_key", "")
-        given.setdefault("project", "")
         return cls(**given)
 
 

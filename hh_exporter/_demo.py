@@ -87,6 +87,9 @@ class DemoResult:
     logged_ids: list[str]
     stored_ids: list[str]
     collector_stats: dict[str, Any]
+    session_ids: set[str] = field(default_factory=set)
+    #: Sessions the collector saw started (``/session/start``), not auto-created.
+    started_sessions: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -97,7 +100,7 @@ class DemoResult:
 
 async def run_demo(
     *, events: int = 5000, sessions: int = 300, faults: bool = False, db: str = ":memory:",
-    seed: int = 7, progress: bool = True,
+    seed: int = 7, progress: bool = True, latency: float = 0.0,
 ) -> DemoResult:
     """Run the demo workload against an embedded collector and check its database."""
     from .collector import Collector, Faults
@@ -107,7 +110,9 @@ async def run_demo(
     if faults:
         fault_settings = Faults(script=["503", "503", "429@0.5", "200", "503", "429@0.2"],
                                 error_rate=0.05, error_statuses=[500, 502, 503, 504],
-                                latency=0.005, seed=seed)
+                                latency=max(latency, 0.005), seed=seed)
+    elif latency:
+        fault_settings = Faults(latency=latency)
     plan = workload(events, sessions, seed)
     collector = Collector(token=token, db=db, faults=fault_settings)
     await collector.start()
@@ -121,9 +126,8 @@ async def run_demo(
             handles = [exporter.session(session_name=f"conversation-{s}",
                                         user_properties={"user": f"user-{s % 97}"})
                        for s in range(min(sessions, events))]
-            ids.extend(h.session_id for h in handles)
             clock = time.perf_counter_ns
-            with Progress("demo", len(plan) + len(handles), enabled=progress) as bar:
+            with Progress("demo", len(plan), enabled=progress) as bar:
                 for i, (s, f) in enumerate(plan):
                     h = handles[s]
                     if "event_type" in f:
@@ -149,6 +153,8 @@ async def run_demo(
         assert collector.store is not None
         stored = await collector.store.event_ids()
         app_stats = await _collector_stats(collector.url, token)
+        session_ids = {h.session_id for h in handles}
+        started = await collector.store.started_sessions()
     finally:
         await collector.stop()
     costs.sort()
@@ -157,6 +163,7 @@ async def run_demo(
         log_p50_us=costs[len(costs) // 2] / 1000 if costs else 0.0,
         log_p99_us=costs[min(len(costs) - 1, int(len(costs) * 0.99))] / 1000 if costs else 0.0,
         logged_ids=ids, stored_ids=stored, collector_stats=app_stats,
+        session_ids=session_ids, started_sessions=started,
     )
     result.problems = _check(result, db_kept=db != "none")
     return result
@@ -179,8 +186,20 @@ def _check(r: DemoResult, *, db_kept: bool) -> list[str]:
         problems.append("stats do not add up: accepted != delivered + dropped + pending")
     if st.pending:
         problems.append(f"{st.pending} events still pending")
+    cs = r.collector_stats
+    if cs.get("duplicate_event_ids"):
+        problems.append(f"the collector received {cs['duplicate_event_ids']} event_ids more "
+                        "than once (the real API would store each copy)")
+    if cs.get("orphan_events"):
+        problems.append(f"{cs['orphan_events']} events arrived before their session was "
+                        "started (the real API would auto-create a session for them)")
+    if st.sessions_started != len(r.session_ids):
+        problems.append(f"{st.sessions_started} of {len(r.session_ids)} sessions started")
     if not db_kept:
         return problems
+    missing_sessions = r.session_ids - set(r.started_sessions)
+    if missing_sessions:
+        problems.append(f"{len(missing_sessions)} sessions were never started on the collector")
     stored = set(r.stored_ids)
     if len(stored) != len(r.stored_ids):
         problems.append("an event_id is stored more than once")

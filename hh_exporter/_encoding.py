@@ -22,6 +22,7 @@ from ._errors import EventError
 __all__ = [
     "GENERIC_ROUTE",
     "MODEL_ROUTE",
+    "SESSION_ROUTE",
     "batch_body",
     "body_overhead",
     "encode",
@@ -29,10 +30,10 @@ __all__ = [
 
 MODEL_ROUTE = "/events/model/batch"
 GENERIC_ROUTE = "/events/batch"
+SESSION_ROUTE = "/session/start"
 
 _ARRAY_KEY = {MODEL_ROUTE: b'{"model_events":[', GENERIC_ROUTE: b'{"events":['}
-_MIXED_SUFFIX = b'],"is_single_session":false}'
-_SINGLE_SUFFIX = b'],"is_single_session":true,"session_properties":'
+_SUFFIX = b'],"is_single_session":false}'
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -71,31 +72,25 @@ def _describe(obj: dict[str, Any], exc: Exception) -> str:
     return f"event cannot be encoded: {exc}"
 
 
-def body_overhead(session_properties: bytes | None) -> int:
+def body_overhead() -> int:
     """Bytes a batch body adds around its events (commas excluded)."""
-    if session_properties is None:
-        return len(_ARRAY_KEY[MODEL_ROUTE]) + len(_MIXED_SUFFIX)
-    return len(_ARRAY_KEY[MODEL_ROUTE]) + len(_SINGLE_SUFFIX) + len(session_properties) + 1
+    return len(_ARRAY_KEY[MODEL_ROUTE]) + len(_SUFFIX)
 
 
-def batch_body(route: str, events: list[bytes], session_properties: bytes | None) -> bytes:
+def batch_body(route: str, events: list[bytes]) -> bytes:
     """Join cached event bytes into a batch body for ``route``.
 
-    With ``session_properties`` the batch is single-session (``is_single_session: true``, the
-    properties hoisted into the envelope); without, it is mixed and each event carries its
-    own ``session_id``.
+    Every batch is mixed (``is_single_session: false``): each event carries its own
+    ``session_id``, and its session was started with ``POST /session/start`` before the
+    event left, as the official clients do.
 
     The envelope is glued onto the first and last events so the body is built by one join:
     joining first and wrapping after would copy the whole body twice, and the second copy
     of a fresh multi-megabyte buffer costs ten times the first in page faults.
     """
-    if session_properties is None:
-        suffix = _MIXED_SUFFIX
-    else:
-        suffix = b"".join((_SINGLE_SUFFIX, session_properties, b"}"))
     if not events:
-        return _ARRAY_KEY[route] + suffix
+        return _ARRAY_KEY[route] + _SUFFIX
     parts = list(events)
     parts[0] = _ARRAY_KEY[route] + parts[0]
-    parts[-1] = parts[-1] + suffix
+    parts[-1] = parts[-1] + _SUFFIX
     return b",".join(parts)

@@ -7,7 +7,10 @@ value raises :class:`~hh_exporter.EventError` here, at the call site, naming the
 
 from __future__ import annotations
 
+import datetime
+import re
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Required, TypedDict
 
@@ -19,14 +22,18 @@ __all__ = [
     "EventFields",
     "ModelEventFields",
     "SessionFields",
+    "check_uuid",
+    "describe",
     "encode_event",
     "encode_model_event",
     "encode_session",
-    "session_announcement",
+    "session_start_body",
 ]
 
-EventType = Literal["model", "tool", "chain", "session"]
-_EVENT_TYPES = frozenset(("model", "tool", "chain", "session"))
+# The classic API's enum. Sessions are not logged as events: Exporter.session() starts
+# them through POST /session/start, as every official client does.
+EventType = Literal["model", "tool", "chain"]
+_EVENT_TYPES = frozenset(("model", "tool", "chain"))
 
 
 class _EventCommon(TypedDict, total=False):
@@ -104,13 +111,28 @@ _OBJECT_FIELDS = (
     "outputs", "metadata", "metrics", "feedback", "user_properties",
 )
 _LIST_FIELDS = ("messages", "template", "tools", "children_ids")
+_STR_FIELDS = ("model", "provider", "event_name", "event_type", "source", "session_name",
+               "error")
+_ID_FIELDS = ("event_id", "session_id", "parent_id")
+_NUMBER_FIELDS = ("cost",)
+_NUMBER = (int, float)
+#: The Python type each field must have; fields absent here (``response``, ``tool_choice``,
+#: timestamps, ``duration``) are checked elsewhere or take any JSON value.
 _EXPECT: dict[str, type | tuple[type, ...]] = {
     **dict.fromkeys(_OBJECT_FIELDS, dict),
     **dict.fromkeys(_LIST_FIELDS, (list, tuple)),
+    **dict.fromkeys(_STR_FIELDS, str),
+    **dict.fromkeys(_ID_FIELDS, (str, uuid.UUID)),
+    **dict.fromkeys(_NUMBER_FIELDS, _NUMBER),
 }
-_UNKNOWN = object()
-_NUMBER = (int, float)
+_TYPE_NAMES = {dict: "an object (dict)", str: "a string", _NUMBER: "a number"}
 _INF = float("inf")
+#: Epoch milliseconds between 1973 and 5138: a smaller number is almost surely seconds
+#: (``time.time()``), which the API would store as January 1970.
+_MS_MIN, _MS_MAX = 100_000_000_000, 100_000_000_000_000
+_UUID_RE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_uuid_match = _UUID_RE.fullmatch
 
 
 def _allowed(typed: type) -> dict[str, Any]:
@@ -125,6 +147,32 @@ _MODEL_REQUIRED = ("model", "provider", "messages", "response")
 _EVENT_REQUIRED = ("event_type", "event_name")
 
 
+def describe(value: object) -> str:
+    """A short, safe description of a caller's value for an error message.
+
+    Only values of plain built-in types are shown (truncated); for anything else the type
+    name is given, so a hostile ``__repr__`` never runs on the caller's path.
+    """
+    t = type(value)
+    if t in (int, float, bool, str) or value is None:
+        text = repr(value)  # builtin reprs cannot raise (a huge int is capped below)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return t.__name__ if isinstance(t.__name__, str) else "object"
+
+
+def check_uuid(name: str, value: object) -> str:
+    """A UUID given by the caller, as the lowercase string the API expects, or EventError.
+
+    The API silently replaces an id that is not a UUID, which orphans the events that
+    point at it; the official SDKs validate and lowercase, and so do we.
+    """
+    if type(value) is str and len(value) == 36 and _uuid_match(value):
+        return value.lower()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise EventError(f"field {name!r} must be a UUID string, got {describe(value)}")
+
+
 _MAX_SHAPES = 1024
 Checker = Callable[[dict[str, Any]], None]
 
@@ -135,34 +183,57 @@ def _checker(allowed: dict[str, Any], required: tuple[str, ...], kind: str) -> C
     A call site passes the same keyword names in the same order every time, so the names
     are validated once per shape (unknown names, required ones) and remembered with the
     list of fields whose type must be checked; later calls only check those types.
-    """
-    shapes: dict[tuple[str, ...], tuple[tuple[str, Any], ...]] = {}
 
-    def learn(shape: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
+    ``None`` means "not given": the key is removed (the official clients send
+    ``exclude_none`` bodies), except ``error``, whose ``null`` is meaningful. A required
+    field cannot be None.
+    """
+    shapes: dict[tuple[str, ...], tuple[tuple[tuple[str, Any], ...], tuple[str, ...]]] = {}
+    need = frozenset(required)
+
+    def learn(shape: tuple[str, ...]) -> tuple[tuple[tuple[str, Any], ...], tuple[str, ...]]:
         for name in shape:
-            if name not in allowed:
-                raise EventError(f"unknown field {name!r} for {kind}")
+            if type(name) is not str or name not in allowed:
+                raise EventError(f"unknown field {describe(name)} for {kind}")
         missing = [n for n in required if n not in shape]
         if missing:
             raise EventError(f"{kind} is missing required field(s): {', '.join(missing)}")
         typed = tuple((n, allowed[n]) for n in shape if allowed[n] is not None)
+        ids = tuple(n for n in shape if n in _ID_FIELDS or n == "children_ids")
         if len(shapes) >= _MAX_SHAPES:  # keys built on the fly must not grow this forever
             shapes.clear()
-        shapes[shape] = typed
-        return typed
+        plan = shapes[shape] = (typed, ids)
+        return plan
 
     def check(fields: dict[str, Any]) -> None:
         # msgspec would encode a string `usage` happily and the server would reject the
         # batch later: the types the API insists on are checked here, at the call site.
         shape = tuple(fields)
-        typed = shapes.get(shape)
-        if typed is None:
-            typed = learn(shape)
+        plan = shapes.get(shape)
+        if plan is None:
+            plan = learn(shape)
+        typed, ids = plan
         for name, t in typed:
             v = fields[name]
-            if v is not None and not isinstance(v, t):
-                what = "a dict" if t is dict else "a list"
-                raise EventError(f"field {name!r} must be {what}, got {type(v).__name__}")
+            if not isinstance(v, t):
+                if v is None:
+                    if name in need:
+                        raise EventError(f"field {name!r} is required and cannot be None")
+                    if name != "error":
+                        del fields[name]
+                    continue
+                raise EventError(f"field {name!r} must be "
+                                 f"{_TYPE_NAMES.get(t, 'a list')}, got {describe(v)}")
+            if t is _NUMBER and (type(v) is bool or not -_INF < v < _INF):
+                raise EventError(f"field {name!r} must be a finite number, got {describe(v)}")
+        for name in ids:
+            v = fields.get(name)
+            if v is None:
+                continue
+            if name == "children_ids":
+                fields[name] = [check_uuid("children_ids", c) for c in v]
+            else:
+                fields[name] = check_uuid(name, v)
 
     return check
 
@@ -174,34 +245,45 @@ _check_session = _checker(_SESSION_ALLOWED, (), "a session")
 
 def _ms(name: str, value: Any) -> int:
     if isinstance(value, _NUMBER) and not isinstance(value, bool):
-        if not 0 <= value < _INF:
-            raise EventError(f"field {name!r} must be epoch milliseconds >= 0, got {value!r}")
+        if not _MS_MIN <= value < _MS_MAX:
+            if 0 < value < _MS_MIN // 10:
+                raise EventError(f"field {name!r} must be epoch milliseconds; "
+                                 f"{describe(value)} looks like seconds (multiply by 1000)")
+            raise EventError(f"field {name!r} must be epoch milliseconds, got "
+                             f"{describe(value)}")
         return int(value)
-    ts = getattr(value, "timestamp", None)
-    if callable(ts):
-        return int(ts() * 1000)
+    if isinstance(value, datetime.datetime):
+        try:
+            ms = value.timestamp() * 1000
+        except (OverflowError, ValueError, OSError) as exc:
+            raise EventError(f"field {name!r}: the datetime has no timestamp: {exc}") from None
+        if not _MS_MIN <= ms < _MS_MAX:
+            raise EventError(f"field {name!r} is out of range: {describe(value)}")
+        return int(ms)
     raise EventError(f"field {name!r} must be epoch milliseconds or a datetime, got "
-                     f"{type(value).__name__}")
+                     f"{describe(value)}")
 
 
 def _complete(
-    fields: dict[str, Any], project: str, source: str, session_id: str | None
+    fields: dict[str, Any], project: str | None, source: str, session_id: str | None
 ) -> str:
     """Fill what the wire needs in place: ids, timestamps, duration, project, source."""
     d = fields.get("duration", 0.0)
     # `not 0 <= d < inf` also catches NaN; type() first keeps the common case to one test.
     if (type(d) is not float and type(d) is not int and (
             isinstance(d, bool) or not isinstance(d, _NUMBER))) or not 0 <= d < _INF:
-        raise EventError(f"field 'duration' must be milliseconds >= 0, got {d!r}")
+        raise EventError(f"field 'duration' must be milliseconds >= 0, got {describe(d)}")
     end = fields.get("end_time")
     start = fields.get("start_time")
     end_ms = int(time.time() * 1000) if end is None else _ms("end_time", end)
     fields["start_time"] = end_ms - int(d) if start is None else _ms("start_time", start)
     fields["end_time"] = end_ms
     fields["duration"] = d
-    event_id = fields.get("event_id") or new_id()
-    fields["event_id"] = event_id
-    fields["project"] = project
+    event_id = fields.get("event_id")
+    if event_id is None:
+        event_id = fields["event_id"] = new_id()
+    if project is not None:
+        fields["project"] = project
     if session_id is not None:
         fields["session_id"] = session_id
     if "source" not in fields:
@@ -210,7 +292,7 @@ def _complete(
 
 
 def encode_model_event(
-    fields: dict[str, Any], project: str, source: str, session_id: str | None
+    fields: dict[str, Any], project: str | None, source: str, session_id: str | None
 ) -> tuple[str, bytes]:
     """Check, complete and encode a model event; return ``(event_id, bytes)``.
 
@@ -219,10 +301,8 @@ def encode_model_event(
     would cost more than the encode itself.
     """
     _check_model(fields)
-    if fields["messages"] is None:
-        raise EventError("field 'messages' must be a list, got NoneType")
     event_id = _complete(fields, project, source, session_id)
-    if fields.get("usage") is None:  # the classic API requires an object
+    if "usage" not in fields:  # the classic API requires an object
         fields["usage"] = {}
     if "event_name" not in fields:
         fields["event_name"] = "Model Completion"
@@ -230,58 +310,54 @@ def encode_model_event(
 
 
 def encode_event(
-    fields: dict[str, Any], project: str, source: str, session_id: str | None
+    fields: dict[str, Any], project: str | None, source: str, session_id: str | None
 ) -> tuple[str, bytes]:
     """Check, complete and encode a generic event; return ``(event_id, bytes)``."""
     _check_event(fields)
     et = fields["event_type"]
     if et not in _EVENT_TYPES:
-        raise EventError(f"field 'event_type' must be one of {sorted(_EVENT_TYPES)}, got {et!r}")
+        raise EventError(f"field 'event_type' must be one of {sorted(_EVENT_TYPES)}, got "
+                         f"{describe(et)}")
     event_id = _complete(fields, project, source, session_id)
-    if fields.get("inputs") is None:  # required by the API
+    # The classic API requires inputs and config; the official clients (honeyhive-logger,
+    # honeyhive-daemon) always send outputs too, which the backend calls "required but
+    # nullable".
+    if "inputs" not in fields:
         fields["inputs"] = {}
-    if fields.get("config") is None:
+    if "config" not in fields:
         fields["config"] = {}
+    if "outputs" not in fields:
+        fields["outputs"] = {}
     return event_id, encode(fields)
 
 
-_ANNOUNCED = ("source", "outputs", "error", "metadata", "feedback", "metrics", "user_properties")
-
-
-def session_announcement(props: Mapping[str, Any], session_id: str, project: str) -> bytes:
-    """Encode the ``event_type: "session"`` event that creates a session.
-
-    It is needed when the session's events travel in mixed batches, whose envelope cannot
-    carry its properties. ``props`` are the session's properties as sent in an envelope.
-    """
-    event: dict[str, Any] = {
-        "project": project, "event_name": props.get("session_name") or "session",
-        "event_type": "session", "event_id": session_id, "session_id": session_id,
-        "config": props.get("config") or {}, "inputs": props.get("inputs") or {},
-        "duration": 0.0,
-    }
-    start = props.get("start_time")
-    if start is not None:
-        event["start_time"] = event["end_time"] = start
-    for name in _ANNOUNCED:
-        value = props.get(name)
-        if value is not None:
-            event[name] = value
-    return encode(event)
-
-
 def encode_session(
-    fields: dict[str, Any], *, project: str, source: str
-) -> tuple[str, bytes, bytes]:
-    """Check and encode a session's properties and its announcement event.
+    fields: dict[str, Any], *, project: str | None, source: str
+) -> tuple[str, bytes]:
+    """Check a session's properties and encode its ``POST /session/start`` body.
 
-    Returns ``(session_id, properties JSON, announcement JSON)``.
+    Returns ``(session_id, body)``; the body is ``{"session": {...}}`` as every official
+    client sends it, with ``session_id`` (client-chosen unless given), ``source``,
+    ``start_time`` and, when set, ``project``.
     """
     _check_session(fields)
-    session_id = fields.get("session_id") or new_id()
-    fields["session_id"] = session_id
+    session_id = fields.get("session_id")
+    if session_id is None:
+        session_id = fields["session_id"] = new_id()
     if "source" not in fields:
         fields["source"] = source
+    if project is not None:
+        fields["project"] = project
     start = fields.get("start_time")
     fields["start_time"] = int(time.time() * 1000) if start is None else _ms("start_time", start)
-    return session_id, encode(fields), session_announcement(fields, session_id, project)
+    return session_id, encode({"session": fields})
+
+
+def session_start_body(props: Mapping[str, Any], session_id: str,
+                       project: str | None) -> bytes:
+    """The ``POST /session/start`` body for properties read from a file (``ingest``)."""
+    session = {k: v for k, v in props.items() if v is not None}
+    session["session_id"] = session_id
+    if project is not None and "project" not in session:
+        session["project"] = project
+    return encode({"session": session})

@@ -15,13 +15,16 @@ import threading
 import time
 import warnings
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Unpack
 
+import msgspec
+
 from ._breaker import CircuitBreaker
-from ._buffer import Buffer
+from ._buffer import Buffer, SessionStart
 from ._config import ExporterConfig
-from ._encoding import GENERIC_ROUTE, MODEL_ROUTE, body_overhead
+from ._encoding import GENERIC_ROUTE, MODEL_ROUTE, body_overhead, encode
 from ._errors import BufferFullError, ExporterClosedError
 from ._events import (
     EventFields,
@@ -96,24 +99,22 @@ class Exporter:
         self.config = config
         self._project = config.project
         self._source = config.source
-        self._max_event_bytes = min(config.max_batch_bytes, config.max_buffer_bytes)
-        # Below this size (event plus properties) no envelope can make an event too large:
-        # see _too_large.
-        self._max_plain_event = self._max_event_bytes - body_overhead(b"")
+        # The largest event a batch body can carry.
+        self._max_event = config.max_batch_bytes - body_overhead()
         self._buffer = Buffer(
             max_events=config.max_buffer_events,
             max_bytes=config.max_buffer_bytes,
             max_batch_events=config.max_batch_events,
             max_batch_bytes=config.max_batch_bytes,
             linger=config.linger,
-            session_batch_min_events=config.session_batch_min_events,
             drop_oldest=config.overflow == "drop_oldest",
         )
         self._counters = Counters()
         self._own_transport = transport is None
         self._transport: Transport = transport or AiohttpTransport(
             config.api_url, config.api_key, timeout=config.request_timeout,
-            max_connections=config.max_in_flight, user_agent_suffix=config.user_agent_suffix,
+            max_connections=config.max_in_flight + config.max_starts_in_flight,
+            user_agent_suffix=config.user_agent_suffix,
             trust_env=config.trust_env,
         )
         self._on_drop = on_drop
@@ -128,6 +129,9 @@ class Exporter:
         self._progress: asyncio.Event | None = None
         self._closed: asyncio.Event | None = None
         self._last_drop_log: dict[str, float] = {}
+        # Sessions whose start failed, most recent last (bounded): their later events are
+        # dropped at once instead of landing in a session the API would auto-create.
+        self._failed_sessions: OrderedDict[str, str] = OrderedDict()
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -169,7 +173,9 @@ class Exporter:
             ),
             breaker=CircuitBreaker(c.breaker_threshold, c.breaker_cooldown),
             max_in_flight=c.max_in_flight,
+            max_starts_in_flight=c.max_starts_in_flight,
             drop=self._drop,
+            session_failed=self._session_failed,
             on_progress=self._progress.set,
         )
         self._state = _State.RUNNING
@@ -191,6 +197,7 @@ class Exporter:
         self._counters.last_error = reason
         if self._sender is not None:
             self._sender.cancel_all("worker_failed", reason)
+        self._buffer.starts.clear()
         n = len(self._buffer.drain_all())
         if n:
             self._drop("worker_failed", n, reason, None)
@@ -200,8 +207,10 @@ class Exporter:
     async def flush(self, timeout: float | None = None) -> bool:
         """Send everything pending now, and wait until nothing is pending.
 
-        At the deadline (``close_timeout`` by default) requests still under way are cancelled
-        and their events dropped as ``shutdown``; buffered events stay pending.
+        Queued session starts are sent too, and the events they hold. At the deadline
+        (``close_timeout`` by default) requests still under way are cancelled and their
+        events dropped as ``shutdown`` (or written to ``spool_path``); buffered events stay
+        pending.
 
         Returns:
             True if nothing was pending when it returned.
@@ -220,7 +229,7 @@ class Exporter:
             async with asyncio.timeout(timeout):
                 while True:
                     progress.clear()
-                    if self._pending() == 0:
+                    if self._pending() == 0 and sender.starts_pending == 0:
                         return True
                     await progress.wait()
         except TimeoutError:
@@ -243,7 +252,7 @@ class Exporter:
         if self._state is _State.FORKED:
             self._state = _State.CLOSED
             return
-        if self._state is _State.NEW and self._buffer.events:
+        if self._state is _State.NEW and (self._buffer.events or self._buffer.starts):
             await self.start()  # deliver what was logged before the worker ever ran
         was_failed = self._state is _State.FAILED
         self._state = _State.CLOSING
@@ -266,6 +275,10 @@ class Exporter:
         spool = self._spool_fn()
         if self._sender is not None:
             self._sender.cancel_all(spool=spool)
+        starts = self._buffer.starts
+        while starts:
+            self._session_failed(starts.popleft(), "shutdown", "session start still queued at "
+                                 "close", None)
         left = self._buffer.drain_all()
         if left:
             if spool is not None and spool(left):
@@ -313,15 +326,30 @@ class Exporter:
         """Start a session and return its handle; never awaits.
 
         The properties (``session_name``, ``user_properties``, ``metadata``, ``inputs``, ...)
-        are encoded now. The session is announced with one ``event_type: "session"`` event,
-        counted like any other event.
+        are encoded now. The session is started with ``POST /session/start`` in the
+        background, and its events are held until the API confirmed it, so none of them
+        can reach the API before their session exists.
+
+        Raises:
+            EventError: A property is unknown, has the wrong type or cannot be encoded.
+            ExporterClosedError: The exporter is closed or failed.
         """
         if not self._accepting:
             raise ExporterClosedError(self._refusal())
-        session_id, raw, announcement = encode_session(
+        session_id, body = encode_session(
             properties, project=self._project, source=self._source)  # type: ignore[arg-type]
-        self._dispatch(GENERIC_ROUTE, None, None, announcement)
-        return Session(self, session_id, raw)
+        return self.start_session_encoded(session_id, body)
+
+    def start_session_encoded(self, session_id: str, body: bytes) -> Session:
+        """Queue an already-encoded ``POST /session/start`` body; return the handle.
+
+        The bulk path of ``hh-exporter ingest``: ``body`` is ``{"session": {...}}`` with this
+        ``session_id``. Events sent with this ``session_id`` wait for the start.
+        """
+        if not self._accepting:
+            raise ExporterClosedError(self._refusal())
+        self._dispatch(None, session_id, body)
+        return Session(self, session_id, body)
 
     def log_model_event(
         self, *, session: Session | None = None, **fields: Unpack[ModelEventFields]
@@ -329,8 +357,9 @@ class Exporter:
         """Log one model call without waiting; return its ``event_id``.
 
         ``model``, ``provider``, ``messages`` and ``response`` are required; ``duration``
-        (milliseconds) defaults to 0 and ``usage`` to ``{}``. The event is encoded now, so
-        later changes to the arguments change nothing.
+        (milliseconds) defaults to 0 and ``usage`` to ``{}``. A ``None`` value means "not
+        given" (except ``error``). The event is encoded now, so later changes to the
+        arguments change nothing.
 
         Raises:
             EventError: A field is unknown, has the wrong type or cannot be encoded (nothing
@@ -344,8 +373,8 @@ class Exporter:
     def log_event(self, *, session: Session | None = None, **fields: Unpack[EventFields]) -> str:
         """Log one generic event (``chain``, ``tool``, ``model``) without waiting.
 
-        ``event_type`` and ``event_name`` are required. Same guarantees and errors as
-        :meth:`log_model_event`.
+        ``event_type`` and ``event_name`` are required; ``inputs``, ``outputs`` and ``config``
+        default to ``{}``. Same guarantees and errors as :meth:`log_model_event`.
         """
         return self._log(GENERIC_ROUTE, fields, session)  # type: ignore[arg-type]
 
@@ -354,14 +383,10 @@ class Exporter:
         # once. Whether the exporter accepts events is checked here, once, before encoding.
         if not self._accepting:
             raise ExporterClosedError(self._refusal())
-        if session is None:
-            sid = props = None
-        else:
-            sid = session.session_id
-            props = session.properties_json
+        sid = None if session is None else session.session_id
         encode = encode_model_event if route is MODEL_ROUTE else encode_event
         event_id, data = encode(fields, self._project, self._source, sid)
-        self._dispatch(route, sid, props, data)
+        self._dispatch(route, sid, data)
         return event_id
 
     async def send_model_event(
@@ -376,11 +401,7 @@ class Exporter:
         sid = None if session is None else session.session_id
         event_id, data = encode_model_event(
             fields, self._project, self._source, sid)  # type: ignore[arg-type]
-        await self.send_encoded(
-            data, session_id=sid,
-            session_properties=None if session is None else session.properties_json,
-            timeout=timeout,
-        )
+        await self.send_encoded(data, session_id=sid, timeout=timeout)
         return event_id
 
     async def send_encoded(
@@ -389,17 +410,14 @@ class Exporter:
         *,
         generic: bool = False,
         session_id: str | None = None,
-        session_properties: bytes | None = None,
         timeout: float | None = None,
     ) -> None:
         """Queue one already-encoded event (a JSON object), waiting for buffer space.
 
         The bulk path of ``hh-exporter ingest``: the caller has validated ``data`` and it
-        carries its ``event_id``. ``generic`` selects ``POST /events/batch``; with
-        ``session_id`` and ``session_properties`` it joins that session's batches.
-        The properties travel only in single-session batches: a session with few events may
-        go out in mixed batches, so announce it too (an ``event_type: "session"`` event, as
-        :meth:`session` and ``ingest`` send).
+        carries its ``event_id`` (and its ``session_id``, which ``session_id`` repeats so
+        the event waits for that session's start, if one is queued). ``generic`` selects
+        ``POST /events/batch``.
 
         Raises:
             BufferFullError: No space within ``timeout`` seconds (the event is not accepted).
@@ -409,7 +427,7 @@ class Exporter:
         size = len(data)
         if not self._accepting:
             raise ExporterClosedError(self._refusal())
-        if not buf.fits(size) and not self._too_large(size, session_properties):
+        if not buf.fits(size) and size <= self._max_event:
             if self._state is _State.NEW:
                 await self.start()  # only the worker can make room
             progress = self._progress
@@ -426,49 +444,55 @@ class Exporter:
                         await progress.wait()
             except TimeoutError:
                 raise BufferFullError(f"no buffer space within {timeout}s") from None
-        self._accept(route, session_id, session_properties, data)
+        self._accept(route, session_id, data)
 
     # -- the hand-off to the buffer ----------------------------------------------------------
 
-    def _dispatch(self, route: str, sid: str | None, props: bytes | None, data: bytes) -> None:
-        """Hand an encoded event to the buffer: directly on the loop's thread, else via the
-        loop. The caller has checked that the exporter accepts events."""
+    def _dispatch(self, route: str | None, sid: str | None, data: bytes) -> None:
+        """Hand an encoded event (or, with ``route`` None, a session start) to the buffer:
+        directly on the loop's thread, else via the loop. The caller has checked that the
+        exporter accepts events."""
+        accept = self._accept if route is not None else self._add_start
         if threading.get_ident() == self._thread_id:
-            self._accept(route, sid, props, data)
+            accept(route, sid, data)  # type: ignore[arg-type]
             return
         with self._lock:
             loop = self._loop
             if loop is None:
-                self._accept(route, sid, props, data)
+                accept(route, sid, data)  # type: ignore[arg-type]
                 return
         try:
-            loop.call_soon_threadsafe(self._accept_late, route, sid, props, data)
+            loop.call_soon_threadsafe(self._accept_late, route, sid, data)
         except RuntimeError:  # the loop is closed
             raise ExporterClosedError("the exporter's event loop is closed") from None
 
-    def _accept_late(self, route: str, sid: str | None, props: bytes | None,
-                     data: bytes) -> None:
+    def _accept_late(self, route: str | None, sid: str | None, data: bytes) -> None:
         # Run by the loop for another thread's call, which may land after close began.
         if not self._accepting:
             self._counters.refused += 1
             return
-        self._accept(route, sid, props, data)
+        if route is None:
+            self._add_start(None, sid, data)
+        else:
+            self._accept(route, sid, data)
 
-    def _too_large(self, size: int, props: bytes | None) -> bool:
-        """Whether no batch can carry an event of ``size`` bytes with these properties."""
-        # One comparison in the common case; the exact envelope only near the limit.
-        return size + (0 if props is None else len(props)) > self._max_plain_event and (
-            size + body_overhead(props) > self._max_event_bytes
-        )
+    def _add_start(self, route: None, sid: str | None, body: bytes) -> None:
+        assert sid is not None
+        self._buffer.add_start(SessionStart(sid, body))
+        if self._sender is not None:
+            self._sender.wake()
 
-    def _accept(self, route: str, sid: str | None, props: bytes | None, data: bytes) -> None:
+    def _accept(self, route: str, sid: str | None, data: bytes) -> None:
         self._counters.accepted += 1
         buf = self._buffer
-        if self._too_large(len(data), props):
+        if len(data) > self._max_event:
             self._drop("too_large", 1, f"event of {len(data)} bytes exceeds max_batch_bytes="
                        f"{self.config.max_batch_bytes}", None)
             return
-        if not buf.append(route, sid, props, data, time.monotonic()):
+        if self._failed_sessions and sid is not None and sid in self._failed_sessions:
+            self._drop("session_failed", 1, self._failed_sessions[sid], None)
+            return
+        if not buf.append(route, sid, data, time.monotonic()):
             self._drop("queue_full", 1, "buffer full", None)
             return
         if buf.evicted:
@@ -478,6 +502,38 @@ class Exporter:
             sender = self._sender
             if sender is not None and sender.hungry:
                 sender.wake()
+
+    def _session_failed(self, start: SessionStart, reason: DropReason, detail: str,
+                        status: int | None) -> None:
+        """A session could not be started: its held events go with ``reason``.
+
+        At a flush or close deadline (``shutdown``) with a spool, they are spooled instead,
+        the first one carrying the session's properties so that ``hh-exporter ingest``
+        starts the session before replaying them.
+        """
+        sid = start.session_id
+        held = self._buffer.discard(sid)
+        if reason != "shutdown":
+            self._failed_sessions[sid] = detail
+            if len(self._failed_sessions) > 10_000:
+                self._failed_sessions.popitem(last=False)
+        if not held:
+            return
+        spool = self._spool_fn()
+        if reason == "shutdown" and spool is not None:
+            props = msgspec.json.decode(start.body).get("session", {})
+            first = held[0]
+            held[0] = b'{"session_properties":' + encode(props) + (
+                b"," if first[1:].lstrip()[:1] != b"}" else b"") + first[1:]
+            if spool(held):
+                self._drop("spooled", len(held), self.config.spool_path, None)
+                return
+        self._drop(reason, len(held), detail, status)
+
+    def _starts_pending(self) -> int:
+        if self._sender is not None:
+            return self._sender.starts_pending
+        return len(self._buffer.starts)
 
     def _refusal(self) -> str:
         if self._state is _State.FORKED:
@@ -514,7 +570,8 @@ class Exporter:
         """
         breaker = self._sender.breaker.state if self._sender is not None else "closed"
         return self._counters.snapshot(
-            buffered=self._buffer.events, buffered_bytes=self._buffer.nbytes, breaker=breaker
+            buffered=self._buffer.events, buffered_bytes=self._buffer.nbytes, breaker=breaker,
+            sessions_pending=self._starts_pending(),
         )
 
     @property

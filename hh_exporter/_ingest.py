@@ -2,9 +2,11 @@
 
 Each line is a model event in the API's own shape, or a generic event when it has
 ``event_type``. A line may carry ``session_id`` and ``session_properties`` (or ``session``).
-Valid lines are sent as the bytes they are, with ``event_id`` and ``project`` spliced in when
-missing, so nothing is encoded twice. A bad line is reported with its file and line number,
-written to the rejects file with a reason, and skipped.
+Valid lines are sent as the bytes they are, with ``event_id`` (and ``project``, when one is
+configured and the line has none) spliced in when missing, so nothing is encoded twice. The
+first line that brings a session's properties starts the session with
+``POST /session/start``; the session's events wait for it. A bad line is reported with its
+file and line number, written to the rejects file with a reason, and skipped.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import msgspec
 
 from ._encoding import body_overhead
 from ._errors import BufferFullError
-from ._events import session_announcement
+from ._events import check_uuid, session_start_body
 from ._exporter import Exporter
 from ._ids import new_id
 from ._models import SessionProperties
@@ -37,6 +39,7 @@ class _Line(msgspec.Struct, kw_only=True):
     """The fields a line is checked on; unknown fields pass through untouched."""
 
     event_type: Literal["model", "tool", "chain", "session"] | None = None
+    parent_id: str | None = None
     event_id: str | None = None
     session_id: str | None = None
     project: str | None = None
@@ -94,11 +97,12 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
 
 
 def _prepare(
-    line: bytes, project: str, max_bytes: int
-) -> tuple[bytes, bool, str | None, bytes | None, Obj | None]:
+    line: bytes, project: str | None, max_bytes: int
+) -> tuple[bytes, bool, str | None, bytes | None]:
     """Validate one line.
 
-    Returns: (event bytes, generic?, session_id, session properties as JSON and as a dict).
+    Returns: (event bytes, generic?, session_id, the session's ``/session/start`` body when
+    the line brings its properties).
     """
     ev = _decode_line(line)
     generic = ev.event_type is not None
@@ -112,20 +116,27 @@ def _prepare(
         raise ValueError("duration must be >= 0")
     props_obj = ev.session_properties if ev.session_properties is not None else ev.session
     data = line.strip()
-    if props_obj is not None:
-        # Rare path: the session's properties travel in the envelope, not in the event.
-        try:
-            msgspec.convert(props_obj, SessionProperties)
-        except msgspec.ValidationError as exc:
-            raise ValueError(f"session_properties: {_reason(exc)}") from None
+    # The API silently replaces an id that is not a UUID, orphaning what points at it.
+    ids = {n: getattr(ev, n) for n in ("event_id", "session_id", "parent_id")
+           if getattr(ev, n) is not None}
+    fixed = {n: check_uuid(n, v) for n, v in ids.items()}
+    if props_obj is not None or fixed != ids:
+        # Rare path: the session's properties start the session and leave the event, and
+        # upper-case ids are lowered as the official SDKs do.
+        if props_obj is not None:
+            try:
+                msgspec.convert(props_obj, SessionProperties)
+            except msgspec.ValidationError as exc:
+                raise ValueError(f"session_properties: {_reason(exc)}") from None
         obj = msgspec.json.decode(data)
         obj.pop("session_properties", None)
         obj.pop("session", None)
+        obj.update(fixed)
         data = _encode(obj)
     splice: list[bytes] = []
     if ev.event_id is None:
         splice.append(b'"event_id":"%s"' % new_id().encode())
-    if ev.project is None:
+    if ev.project is None and project is not None:
         splice.append(b'"project":' + _encode(project))
     if not generic:
         if ev.usage is None:
@@ -137,13 +148,19 @@ def _prepare(
     if splice:
         rest = data[1:].lstrip()
         data = b"{" + b",".join(splice) + (b"," if rest[:1] != b"}" else b"") + rest
-    sid = ev.session_id or (props_obj or {}).get("session_id")
-    props = None
-    if props_obj is not None and sid:
-        props = _encode({**props_obj, "session_id": sid})
-    if len(data) + body_overhead(props) > max_bytes:
+    sid = fixed.get("session_id")
+    start = None
+    if props_obj is not None:
+        psid = props_obj.get("session_id")
+        sid = sid or (None if psid is None else check_uuid("session_properties.session_id", psid))
+        if sid is None:
+            raise ValueError("session_properties need a session_id (on the line or in them)")
+        if ev.session_id is None:  # the event must carry the id of the session it opens
+            data = b'{"session_id":"' + sid.encode() + b'",' + data[1:]
+        start = session_start_body(props_obj, sid, ev.project or project)
+    if len(data) + body_overhead() > max_bytes:
         raise ValueError(f"event of {len(data)} bytes exceeds the batch limit of {max_bytes}")
-    return data, generic, sid, props, props_obj if sid else None
+    return data, generic, sid, start
 
 
 def _reason(exc: Exception) -> str:
@@ -161,21 +178,23 @@ def _reason(exc: Exception) -> str:
 
 
 async def run_ingest(
-    files: list[str], exporter: Exporter | None, *, project: str, rejects: IO[str],
-    dry_run: bool = False, progress: bool = True, max_event_bytes: int = 4 * 1024 * 1024,
+    files: list[str], exporter: Exporter | None, *, project: str | None, rejects: IO[str],
+    dry_run: bool = False, progress: bool = True, max_event_bytes: int = 1024 * 1024,
     stop: asyncio.Event | None = None, refused: asyncio.Event | None = None,
 ) -> IngestResult:
     """Send every valid line of ``files``; ``exporter`` may be None with ``dry_run``.
 
-    ``stop`` (Ctrl-C) and ``refused`` (the API refused the key) end the run early; the line
-    being sent then is counted as not read.
+    ``project`` is spliced into lines that carry none (each line's own wins; None: none).
+    The first line that brings a session's properties starts the session
+    (``POST /session/start``) before any of its events leave. ``stop`` (Ctrl-C) and
+    ``refused`` (the API refused the key) end the run early; the line being sent then is
+    counted as not read.
     """
     res = IngestResult()
-    # Per-session state, bounded: a file of millions of sessions must not hold them all.
-    # A session evicted here only loses envelope hoisting (its events still carry its id);
-    # a second announcement is a duplicate event_id that the server ignores.
-    session_props: OrderedDict[str, bytes] = OrderedDict()
-    announced: OrderedDict[str, None] = OrderedDict()
+    # Sessions started by this run, bounded: a file of millions of sessions must not hold
+    # them all. A session evicted here and brought again by a later line is started again;
+    # the API merges a second start into the same session.
+    started: OrderedDict[str, None] = OrderedDict()
     t0 = time.perf_counter()
     send = exporter.send_encoded if exporter is not None and not dry_run else None
 
@@ -190,7 +209,7 @@ async def run_ingest(
             return True
         return False
 
-    async def put(data: bytes, generic: bool, sid: str | None, props: bytes | None) -> bool:
+    async def put(data: bytes, generic: bool, sid: str | None) -> bool:
         """Queue one event, waiting for space; False once told to stop.
 
         The timeout only applies while the buffer is full, so a stop request is seen within
@@ -199,8 +218,7 @@ async def run_ingest(
         assert send is not None
         while not halted():
             try:
-                await send(data, generic=generic, session_id=sid, session_properties=props,
-                           timeout=0.5)
+                await send(data, generic=generic, session_id=sid, timeout=0.5)
                 return True
             except BufferFullError:
                 continue
@@ -213,8 +231,7 @@ async def run_ingest(
                     continue
                 res.lines += 1
                 try:
-                    data, generic, sid, props, props_obj = _prepare(
-                        line, project, max_event_bytes)
+                    data, generic, sid, start = _prepare(line, project, max_event_bytes)
                 except (msgspec.DecodeError, ValueError, TypeError) as exc:
                     reason = _reason(exc)
                     res.rejected += 1
@@ -224,28 +241,18 @@ async def run_ingest(
                                            "text": line.decode("utf-8", "replace").rstrip("\n")}
                                           ).decode() + "\n")
                     continue
-                if sid is not None:
-                    if props is not None:
-                        session_props[sid] = props
-                        if len(session_props) > _MAX_SESSIONS:
-                            session_props.popitem(last=False)
-                    props = session_props.get(sid)
-                    if props_obj is not None and sid not in announced:
-                        announced[sid] = None
-                        if len(announced) > _MAX_SESSIONS:
-                            announced.popitem(last=False)
-                        res.sessions += 1
-                        if send is not None and not await put(
-                                session_announcement(props_obj, sid, project), True, None, None):
-                            res.sessions -= 1
-                            res.lines -= 1  # not sent: counted as never read
-                            break
+                if start is not None and sid is not None and sid not in started:
+                    started[sid] = None
+                    if len(started) > _MAX_SESSIONS:
+                        started.popitem(last=False)
+                    res.sessions += 1
+                    if exporter is not None and not dry_run:
+                        exporter.start_session_encoded(sid, start)
                 if send is not None:
                     try:  # inline: a coroutine layer per line costs ~10% of ingest speed
-                        await send(data, generic=generic, session_id=sid,
-                                   session_properties=props, timeout=0.5)
+                        await send(data, generic=generic, session_id=sid, timeout=0.5)
                     except BufferFullError:
-                        if not await put(data, generic, sid, props):
+                        if not await put(data, generic, sid):
                             res.lines -= 1  # not sent: counted as never read
                             break
                 res.sent += 1
@@ -259,4 +266,3 @@ async def run_ingest(
         bar.update(res.sent, "flushing")
     res.elapsed = time.perf_counter() - t0
     return res
-

@@ -19,6 +19,7 @@ __all__ = [
     "ModelEvent",
     "ModelEventBatch",
     "SessionProperties",
+    "SessionStartRequest",
 ]
 
 
@@ -29,7 +30,7 @@ class ModelEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
     ``duration`` and ``usage``; the exporter always fills them.
     """
 
-    project: str
+    project: str | None = None
     source: str | None = None
     event_name: str | None = None
     event_id: str
@@ -62,10 +63,10 @@ class ModelEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """A generic event (``chain``, ``tool``, ``model`` or ``session``), an item of
+    """A generic event (``chain``, ``tool`` or ``model``), an item of
     ``events`` in ``POST /events/batch``."""
 
-    project: str
+    project: str | None = None
     source: str | None = None
     event_name: str
     event_type: str
@@ -75,7 +76,7 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     children_ids: list[str] | None = None
     config: dict[str, Any]
     inputs: dict[str, Any]
-    outputs: dict[str, Any] | None = None
+    outputs: dict[str, Any]
     error: str | None = None
     start_time: int
     end_time: int
@@ -87,9 +88,10 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class SessionProperties(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Session properties hoisted into a single-session batch envelope."""
+    """A session's properties: the ``session`` object of ``POST /session/start``."""
 
     session_name: str | None = None
+    project: str | None = None
     source: str | None = None
     session_id: str | None = None
     config: dict[str, Any] | None = None
@@ -101,6 +103,12 @@ class SessionProperties(msgspec.Struct, kw_only=True, omit_defaults=True):
     feedback: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
     start_time: int | float | None = None
+
+
+class SessionStartRequest(msgspec.Struct, kw_only=True):
+    """The body of ``POST /session/start``."""
+
+    session: SessionProperties
 
 
 class ModelEventBatch(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -1,17 +1,26 @@
-"""The background delivery loop: wait, cut batches, send them under retry, account for each.
+"""The background delivery loop: start sessions, cut batches, send them under retry, account.
 
 One worker task owns the buffer's output. It wakes when a batch is full, when a linger runs
-out, when a request finishes, or when a flush asks; it keeps up to ``max_in_flight`` requests
-going, each in its own task. Each event a batch holds ends in exactly one counter: delivered,
-or dropped with a reason. How each answer is handled:
+out, when a request finishes, when a session is queued, or when a flush asks. It keeps up to
+``max_starts_in_flight`` session starts and ``max_in_flight`` batch requests going, each in
+its own task. A session's events are held until its ``POST /session/start`` returned 2xx
+(see ``_buffer``). Each event a batch holds ends in exactly one counter: delivered, or
+dropped with a reason. How each answer to a batch is handled:
 
-======================  =================================================================
-2xx                     delivered
-408 425 429 5xx, errors retried with backoff (``_retry``); then ``retries_exhausted``
-413                     split in halves and each half sent; one event alone: ``too_large``
-400 422 (other 4xx)     bisected to isolate the invalid events; those alone: ``rejected``
-401 403                 ``unauthorized``, logged once, and the breaker pauses sending
-======================  =================================================================
+=========================  ==============================================================
+2xx                        delivered; a body with ``success: false`` or fewer ``event_ids``
+                           than events sent is counted as ``unconfirmed`` (and warned)
+5xx with ``event_ids`` +   final (partial success): listed ids ``delivered``, the rest
+``errors``                 ``rejected`` with the server's errors; never retried, because
+                           the API does not deduplicate and a retry would store the good
+                           events again
+408 425 429 5xx, errors    retried with backoff (``_retry``); then ``retries_exhausted``
+413                        split in halves and each half sent; one event alone: ``too_large``
+400 422 (other 4xx)        bisected to isolate the invalid events; those alone: ``rejected``
+401 403                    ``unauthorized``, logged once, and the breaker pauses sending
+3xx                        ``rejected``: redirects are never followed (a POST would turn
+                           into a GET and the events vanish behind a 200)
+=========================  ==============================================================
 """
 
 from __future__ import annotations
@@ -21,12 +30,13 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
 from ._breaker import CircuitBreaker
-from ._buffer import Batch, Buffer
-from ._encoding import batch_body
+from ._buffer import Batch, Buffer, SessionStart
+from ._encoding import SESSION_ROUTE, batch_body
 from ._errors import HHExporterError, TransportError
 from ._retry import RETRYABLE_STATUSES, RetryableStatus, RetryPolicy, retry_call
 from ._stats import Counters, DropReason
@@ -37,12 +47,43 @@ __all__ = ["Sender"]
 log = logging.getLogger("hh_exporter")
 
 DropFn = Callable[[DropReason, int, "str | None", "int | None"], None]
+SessionFailedFn = Callable[[SessionStart, DropReason, str, "int | None"], None]
 
 
 #: Splits one batch may make on 400/413 before the rest is dropped unsplit: isolating a few
 #: bad events costs ~2 log2(n) requests, but a server that refuses *every* event would
 #: otherwise cost 2n - 1 requests per batch.
 MAX_SPLITS = 64
+
+
+class _Answer(msgspec.Struct):
+    """What the sender reads of a 2xx answer (``PostEventBatchResponse``)."""
+
+    event_ids: list[str] | None = None
+    success: bool | None = None
+
+
+class _Partial(msgspec.Struct):
+    """A partial-success 5xx: ``{"event_ids": [...], "errors": [...], "success": true}``."""
+
+    event_ids: list[str]
+    errors: list[Any]
+
+
+class _SessionAnswer(msgspec.Struct):
+    """What the sender reads of a ``/session/start`` answer: the session's id."""
+
+    session_id: str | None = None
+
+
+class _EventId(msgspec.Struct):
+    event_id: str | None = None
+
+
+_decode_answer = msgspec.json.Decoder(_Answer).decode
+_decode_partial = msgspec.json.Decoder(_Partial).decode
+_decode_session = msgspec.json.Decoder(_SessionAnswer).decode
+_decode_event_id = msgspec.json.Decoder(_EventId).decode
 
 
 class _Flight:
@@ -54,6 +95,17 @@ class _Flight:
         self.batch = batch
         self.remaining = len(batch)
         self.splits_left = MAX_SPLITS
+        self.task: asyncio.Task[None] | None = None
+
+
+class _StartFlight:
+    """One session start under way."""
+
+    __slots__ = ("done", "start", "task")
+
+    def __init__(self, start: SessionStart) -> None:
+        self.start = start
+        self.done = False
         self.task: asyncio.Task[None] | None = None
 
 
@@ -69,7 +121,9 @@ class Sender:
         policy: RetryPolicy,
         breaker: CircuitBreaker,
         max_in_flight: int,
+        max_starts_in_flight: int,
         drop: DropFn,
+        session_failed: SessionFailedFn,
         on_progress: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -79,21 +133,29 @@ class Sender:
         self.policy = policy
         self.breaker = breaker
         self.max_in_flight = max_in_flight
+        self.max_starts_in_flight = max_starts_in_flight
         self._drop = drop
+        self._session_failed = session_failed
         self._on_progress = on_progress
         self._clock = clock
         self._flights: set[_Flight] = set()
+        self._starts: dict[str, _StartFlight] = {}
         self._wake = asyncio.Event()
         self._rng = random.Random()
         #: >0 while someone flushes: everything buffered is cut at once.
         self.forcing = 0
         #: Whether the worker waits with a request slot free (see :meth:`run`).
         self.hungry = False
-        self._auth_logged = False
+        self._logged: dict[str, float] = {}
 
     def wake(self) -> None:
         """Ask the worker to look at the buffer again."""
         self._wake.set()
+
+    @property
+    def starts_pending(self) -> int:
+        """Session starts queued or under way."""
+        return len(self.buffer.starts) + len(self._starts)
 
     # -- the worker loop ---------------------------------------------------------------
 
@@ -101,24 +163,32 @@ class Sender:
         """The worker: runs until cancelled. An exception here is a bug, and fails loudly."""
         buf = self.buffer
         while True:
-            free = self.max_in_flight - len(self._flights)
+            buf.ready = False  # everything is looked at now; take_ready re-sets it if needed
             timeout: float | None = None
-            if free > 0 and buf.events:
-                if self.breaker.blocking:
+            launched = False
+            blocking = self.breaker.blocking
+            if blocking:
+                if buf.starts or buf.events:
                     timeout = self.breaker.reopen_in()
-                else:
-                    now = self._clock()
-                    batches = buf.take_ready(now, force=self.forcing > 0, limit=free)
-                    for batch in batches:
-                        self._launch(batch)
-                    if batches:
-                        self._on_progress()
-                        continue
-                    deadline = buf.next_deadline()
-                    if deadline is not None:
-                        timeout = max(0.0, deadline - now)
+            else:
+                while buf.starts and len(self._starts) < self.max_starts_in_flight:
+                    self._launch_start(buf.starts.popleft())
+                    launched = True
+            free = self.max_in_flight - len(self._flights)
+            if free > 0 and buf.events and not blocking:
+                now = self._clock()
+                batches = buf.take_ready(now, force=self.forcing > 0, limit=free)
+                for batch in batches:
+                    self._launch(batch)
+                launched = launched or bool(batches)
+                deadline = buf.next_deadline()
+                if deadline is not None:
+                    timeout = max(0.0, deadline - now)
+            if launched:
+                self._on_progress()
+                continue
             self._wake.clear()
-            if buf.ready and free > 0 and not self.breaker.blocking:
+            if buf.ready and free > 0 and not blocking:
                 continue
             # Only a worker with a free request slot wants to hear that a batch is ready;
             # with every slot busy, a finishing request wakes it. Without this, a full
@@ -138,6 +208,11 @@ class Sender:
         self._flights.add(flight)
         flight.task = asyncio.get_running_loop().create_task(self._deliver_all(flight, batch))
 
+    def _launch_start(self, start: SessionStart) -> None:
+        flight = _StartFlight(start)
+        self._starts[start.session_id] = flight
+        flight.task = asyncio.get_running_loop().create_task(self._start_all(flight))
+
     async def _deliver_all(self, flight: _Flight, batch: Batch) -> None:
         try:
             await self._deliver(flight, batch, self._clock() + self.policy.deadline)
@@ -154,16 +229,37 @@ class Sender:
             self.wake()
             self._on_progress()
 
-    def cancel_all(
-        self, reason: DropReason = "shutdown", detail: str = "cut at a deadline",
-        spool: Callable[[list[bytes]], bool] | None = None,
-    ) -> None:
+    async def _start_all(self, flight: _StartFlight) -> None:
+        try:
+            await self._start(flight)
+        except asyncio.CancelledError:
+            self._fail_start(flight, "shutdown", "cancelled by a flush or close deadline", None)
+            raise
+        except Exception as exc:  # a bug must not leave the session's events held forever
+            log.exception("hh_exporter: starting a session failed unexpectedly")
+            self._fail_start(flight, "worker_failed", repr(exc), None)
+        finally:
+            self._starts.pop(flight.start.session_id, None)
+            self.wake()
+            self._on_progress()
+
+    def _fail_start(self, flight: _StartFlight, reason: DropReason, detail: str,
+                    status: int | None) -> None:
+        if flight.done:
+            return
+        flight.done = True
+        self.counters.sessions_failed += 1
+        self._session_failed(flight.start, reason, detail, status)
+
+    def cancel_all(self, reason: DropReason = "shutdown", detail: str = "cut at a deadline",
+                   spool: Callable[[list[bytes]], bool] | None = None) -> None:
         """Cancel every request under way and drop its events now, with ``reason``.
 
         With ``spool``, a batch none of whose events was resolved yet is handed to it and
-        counted as ``spooled`` if it took them. The accounting is synchronous, so the stats
-        add up the moment this returns, even if the tasks only unwind later; their own
-        cancellation handlers then find nothing left.
+        counted as ``spooled`` if it took them. Session starts under way are cancelled and
+        their held events go the same way (the exporter's ``session_failed``). The
+        accounting is synchronous, so the stats add up the moment this returns, even if the
+        tasks only unwind later; their own cancellation handlers then find nothing left.
         """
         for flight in list(self._flights):
             untouched = flight.remaining == len(flight.batch)
@@ -173,12 +269,118 @@ class Sender:
                 self._resolve(flight, flight.remaining, reason, detail, None)
             if flight.task is not None:
                 flight.task.cancel()
+        for start in list(self._starts.values()):
+            self._fail_start(start, reason, detail, None)
+            if start.task is not None:
+                start.task.cancel()
 
     async def wait_cancelled(self, timeout: float = 1.0) -> None:
         """Give cancelled requests a moment to unwind (their events are already counted)."""
         tasks = [f.task for f in self._flights if f.task is not None]
+        tasks.extend(f.task for f in self._starts.values() if f.task is not None)
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def _post(self, path: str, body: bytes, final: Callable[[Response], bool]) -> Response:
+        """One attempt: a POST through the breaker. Retryable answers raise, unless
+        ``final`` says the answer settles the request anyway."""
+        await self.breaker.acquire()
+        self.counters.requests += 1
+        try:
+            resp = await self.transport.post(path, body)
+        except TransportError as exc:
+            self.breaker.record(False)
+            self.counters.last_error = str(exc)
+            raise
+        except BaseException:
+            # Cancelled mid-request: free a probe slot without judging the server.
+            self.breaker.release()
+            raise
+        if resp.status in RETRYABLE_STATUSES and not final(resp):
+            self.breaker.record(False)
+            detail = _detail(resp.body)
+            self.counters.last_error = f"HTTP {resp.status}: {detail}"
+            raise RetryableStatus(resp.status, resp.retry_after, detail)
+        self.breaker.record(resp.status < 300 or resp.status in (400, 413, 422) or (
+            resp.status in RETRYABLE_STATUSES))
+        return resp
+
+    async def _send(self, path: str, body: bytes, what: str, deadline: float,
+                    final: Callable[[Response], bool]) -> Response | HHExporterError:
+        """POST with retries; the last answer, or the error that ended the retries."""
+
+        async def attempt() -> Response:
+            return await self._post(path, body, final)
+
+        def on_retry(exc: BaseException, wait: float) -> None:
+            self.counters.retries += 1
+            log.debug("hh_exporter: retrying %s in %.2fs after %s", what, wait, exc)
+
+        try:
+            return await retry_call(
+                attempt, self.policy, deadline=max(0.0, deadline - self._clock()),
+                on_retry=on_retry, rng=self._rng,
+            )
+        except HHExporterError as exc:
+            return exc
+
+    def _refused(self, status: int, detail: str) -> None:
+        """Note a 401/403 or a redirect: logged once per exporter, loudly, without the key."""
+        self.counters.last_error = f"HTTP {status}: {detail}"
+        key = "auth" if status in (401, 403) else "redirect"
+        if key in self._logged:
+            return
+        self._logged[key] = 0.0
+        if key == "auth":
+            log.error("hh_exporter: the API refused the API key (HTTP %d: %s); events are "
+                      "dropped as 'unauthorized' until it is fixed", status, detail)
+        else:
+            log.error("hh_exporter: the API answered a redirect (HTTP %d: %s); redirects are "
+                      "not followed: check api_url (events are dropped as 'rejected')",
+                      status, detail)
+
+    def _warn(self, key: str, msg: str, *args: object) -> None:
+        """A warning at most once per 10 s per kind: an outage must not flood the log."""
+        now = time.monotonic()
+        if now - self._logged.get(key, -1e9) >= 10.0:
+            self._logged[key] = now
+            log.warning(msg, *args)
+
+    # -- one session start ---------------------------------------------------------------
+
+    async def _start(self, flight: _StartFlight) -> None:
+        start = flight.start
+        sid = start.session_id
+        got = await self._send(SESSION_ROUTE, start.body, f"the start of session {sid}",
+                               self._clock() + self.policy.deadline, _never_final)
+        if isinstance(got, HHExporterError):
+            self._fail_start(flight, "session_failed", f"session {sid} could not be started: "
+                             f"{got}", getattr(got, "status", None))
+            return
+        status = got.status
+        if 200 <= status < 300:
+            flight.done = True
+            self.counters.sessions_started += 1
+            answered = _session_id(got.body)
+            if answered != sid:
+                self.counters.session_mismatches += 1
+                self._warn("mismatch", "hh_exporter: POST /session/start for %s answered "
+                           "session_id %r: the session's events may be stored apart", sid,
+                           answered)
+            self.buffer.release(sid, self._clock())
+            self.wake()
+            return
+        detail = _detail(got.body)
+        if status in (401, 403) or 300 <= status < 400:
+            self._refused(status, detail)
+            reason: DropReason = "unauthorized" if status in (401, 403) else "session_failed"
+        else:
+            reason = "session_failed"
+            self.counters.last_error = f"HTTP {status}: {detail}"
+        self._fail_start(flight, reason, f"session {sid} could not be started: HTTP {status}: "
+                         f"{detail}", status)
 
     # -- one batch -----------------------------------------------------------------------
 
@@ -196,57 +398,35 @@ class Sender:
             self._drop(reason, n, detail, status)
 
     async def _deliver(self, flight: _Flight, batch: Batch, deadline: float) -> None:
-        body = batch_body(batch.route, batch.events, batch.session_properties)
-
-        async def attempt() -> Response:
-            await self.breaker.acquire()
-            self.counters.requests += 1
-            try:
-                resp = await self.transport.post(batch.route, body)
-            except TransportError as exc:
-                self.breaker.record(False)
-                self.counters.last_error = str(exc)
-                raise
-            except BaseException:
-                # Cancelled mid-request: free a probe slot without judging the server.
-                self.breaker.release()
-                raise
-            if resp.status in RETRYABLE_STATUSES:
-                self.breaker.record(False)
-                detail = _detail(resp.body)
-                self.counters.last_error = f"HTTP {resp.status}: {detail}"
-                raise RetryableStatus(resp.status, resp.retry_after, detail)
-            self.breaker.record(resp.status < 400 or resp.status in (400, 413, 422))
-            return resp
-
-        def on_retry(exc: BaseException, wait: float) -> None:
-            self.counters.retries += 1
-            log.debug("hh_exporter: retrying a batch of %d in %.2fs after %s", len(batch), wait,
-                      exc)
-
-        try:
-            resp = await retry_call(
-                attempt, self.policy, deadline=max(0.0, deadline - self._clock()),
-                on_retry=on_retry, rng=self._rng,
-            )
-        except HHExporterError as exc:
-            status = getattr(exc, "status", None)
-            self._resolve(flight, len(batch), "retries_exhausted", str(exc), status)
+        body = batch_body(batch.route, batch.events)
+        got = await self._send(batch.route, body, f"a batch of {len(batch)}", deadline,
+                               _is_partial)
+        if isinstance(got, HHExporterError):
+            status = getattr(got, "status", None)
+            self._resolve(flight, len(batch), "retries_exhausted", str(got), status)
             return
-
-        status = resp.status
+        status = got.status
         if 200 <= status < 300:
             self.counters.batches_sent += 1
+            confirmed = _confirmed(got.body, len(batch))
+            if confirmed < len(batch):
+                self.counters.unconfirmed += len(batch) - confirmed
+                self._warn("unconfirmed", "hh_exporter: the API answered HTTP %d to a batch "
+                           "of %d events but confirmed %d (success false or missing event_ids)",
+                           status, len(batch), confirmed)
             self._resolve(flight, len(batch), None, None, status)
             return
-        detail = _detail(resp.body)
+        if status >= 500:  # only a partial success gets here: retryable 5xx raised above
+            self._partial(flight, batch, got)
+            return
+        detail = _detail(got.body)
         if status in (401, 403):
-            self.counters.last_error = f"HTTP {status}: {detail}"
-            if not self._auth_logged:
-                self._auth_logged = True
-                log.error("hh_exporter: the API refused the API key (HTTP %d: %s); events are "
-                          "dropped as 'unauthorized' until it is fixed", status, detail)
+            self._refused(status, detail)
             self._resolve(flight, len(batch), "unauthorized", detail, status)
+            return
+        if 300 <= status < 400:
+            self._refused(status, detail)
+            self._resolve(flight, len(batch), "rejected", f"HTTP {status} redirect", status)
             return
         if len(batch) > 1 and status in (413, 400, 422) and flight.splits_left > 0:
             # 413: halves are smaller. 400/422: bisect so only the invalid events are dropped.
@@ -257,6 +437,58 @@ class Sender:
         reason: DropReason = "too_large" if status == 413 else "rejected"
         self.counters.last_error = f"HTTP {status}: {detail}"
         self._resolve(flight, len(batch), reason, detail, status)
+
+    def _partial(self, flight: _Flight, batch: Batch, resp: Response) -> None:
+        """Account a partial success: the ids it lists were stored, the rest refused."""
+        answer = _decode_partial(resp.body)
+        stored = {i.lower() for i in answer.event_ids}
+        ok = sum(1 for e in batch.events if _event_id(e) in stored)
+        errors = "; ".join(str(e) for e in answer.errors[:5])[:500] or "partially created"
+        self.counters.batches_sent += 1
+        self.counters.last_error = f"HTTP {resp.status}: {errors}"
+        self._resolve(flight, ok, None, None, resp.status)
+        self._resolve(flight, len(batch) - ok, "rejected", errors, resp.status)
+
+
+def _never_final(resp: Response) -> bool:
+    return False
+
+
+def _is_partial(resp: Response) -> bool:
+    """Whether a 5xx is the API's partial success (final: a retry would duplicate)."""
+    if resp.status < 500 or not resp.body.startswith(b"{"):
+        return False
+    try:
+        _decode_partial(resp.body)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+def _confirmed(body: bytes, n: int) -> int:
+    """How many of ``n`` events a 2xx answer confirms."""
+    try:
+        answer = _decode_answer(body)
+    except msgspec.DecodeError:
+        return 0
+    if answer.success is False or answer.event_ids is None:
+        return 0
+    return min(n, len(answer.event_ids))
+
+
+def _session_id(body: bytes) -> str | None:
+    try:
+        return _decode_session(body).session_id
+    except msgspec.DecodeError:
+        return None
+
+
+def _event_id(event: bytes) -> str | None:
+    try:
+        eid = _decode_event_id(event).event_id
+    except msgspec.DecodeError:
+        return None
+    return None if eid is None else eid.lower()
 
 
 def _detail(body: bytes) -> str:

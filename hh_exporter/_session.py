@@ -8,7 +8,7 @@ import msgspec
 
 from ._encoding import GENERIC_ROUTE, MODEL_ROUTE
 from ._events import EventFields, ModelEventFields
-from ._models import SessionProperties
+from ._models import SessionProperties, SessionStartRequest
 
 if TYPE_CHECKING:  # the exporter creates sessions; at run time only it imports this module
     from ._exporter import Exporter
@@ -19,27 +19,27 @@ __all__ = ["Session"]
 class Session:
     """A session handle: events logged through it belong to the session.
 
-    Create one with :meth:`Exporter.session`. Its properties were encoded when it was
-    created; they are hoisted into single-session batches and announced once as an
-    ``event_type: "session"`` event.
+    Create one with :meth:`Exporter.session`. The session is started with
+    ``POST /session/start`` before any of its events leave; its events carry its
+    ``session_id``.
     """
 
-    __slots__ = ("_exporter", "properties_json", "session_id")
+    __slots__ = ("_exporter", "session_id", "start_body")
 
-    def __init__(self, exporter: Exporter, session_id: str, raw: bytes) -> None:
+    def __init__(self, exporter: Exporter, session_id: str, start_body: bytes) -> None:
         self._exporter = exporter
         #: The session's id (client-generated unless given).
         self.session_id = session_id
-        #: The properties as encoded JSON, hoisted into single-session batches.
-        self.properties_json = raw
+        #: The encoded ``POST /session/start`` body.
+        self.start_body = start_body
 
     @property
     def properties(self) -> SessionProperties:
         """The properties as sent (decoded on demand: the hot path never needs them)."""
-        return msgspec.json.decode(self.properties_json, type=SessionProperties)
+        return msgspec.json.decode(self.start_body, type=SessionStartRequest).session
 
     def __repr__(self) -> str:
-        return f"Session(session_id={self.session_id!r}, name={self.properties.session_name!r})"
+        return f"Session(session_id={self.session_id!r})"
 
     def log_model_event(self, **fields: Unpack[ModelEventFields]) -> str:
         """Log a model event in this session; see :meth:`Exporter.log_model_event`."""

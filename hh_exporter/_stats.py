@@ -15,13 +15,15 @@ __all__ = ["DROP_REASONS", "DropNotice", "DropReason", "ExporterStats"]
 
 DropReason = Literal[
     "queue_full", "too_large", "rejected", "unauthorized", "retries_exhausted", "shutdown",
-    "spooled", "worker_failed",
+    "spooled", "worker_failed", "session_failed",
 ]
 #: Every reason an accepted event can leave without delivery. ``spooled`` events were cut by
 #: a deadline and written to ``spool_path`` for replay with ``hh-exporter ingest``.
+#: ``session_failed`` events belong to a session whose ``POST /session/start`` was refused or
+#: ran out of retries: sent anyway, they would land in a session the API auto-creates.
 DROP_REASONS: tuple[DropReason, ...] = (
     "queue_full", "too_large", "rejected", "unauthorized", "retries_exhausted", "shutdown",
-    "spooled", "worker_failed",
+    "spooled", "worker_failed", "session_failed",
 )
 
 
@@ -51,7 +53,10 @@ class ExporterStats:
 
     Attributes:
         accepted: Events accepted by a log call or ``send``.
-        delivered: Events the server acknowledged with a 2xx.
+        delivered: Events the server acknowledged with a 2xx (or listed as created in a
+            partial-success 5xx).
+        unconfirmed: Of ``delivered``, events whose 2xx answer did not confirm them
+            (``success: false``, or fewer ``event_ids`` than events sent).
         dropped: Events dropped, by reason (every reason present, zero or not).
         pending: Events accepted but neither delivered nor dropped: buffered or in flight.
         pending_bytes: Encoded bytes of the buffered events.
@@ -62,12 +67,18 @@ class ExporterStats:
         requests: Requests made, answered or not.
         retries: Retry attempts made.
         refused: Log calls refused outright (invalid event, or exporter closed); not accepted.
+        sessions_started: Sessions the API confirmed with a 2xx to ``POST /session/start``.
+        sessions_failed: Sessions that could not be started (their events are dropped as
+            ``session_failed``, ``unauthorized`` or ``shutdown``).
+        sessions_pending: Session starts queued or under way.
+        session_mismatches: Session starts whose answer named another ``session_id``.
         breaker: Circuit breaker state: ``closed``, ``open`` or ``half_open``.
         last_error: The last delivery error, without secrets.
     """
 
     accepted: int
     delivered: int
+    unconfirmed: int
     dropped: Mapping[str, int]
     pending: int
     pending_bytes: int
@@ -78,6 +89,10 @@ class ExporterStats:
     requests: int
     retries: int
     refused: int
+    sessions_started: int
+    sessions_failed: int
+    sessions_pending: int
+    session_mismatches: int
     breaker: str
     last_error: str | None
 
@@ -98,6 +113,7 @@ class Counters:
     __slots__ = (
         "accepted", "batches_sent", "delivered", "dropped", "in_flight_events",
         "in_flight_requests", "last_error", "refused", "requests", "retries",
+        "session_mismatches", "sessions_failed", "sessions_started", "unconfirmed",
     )
 
     def __init__(self) -> None:
@@ -110,13 +126,19 @@ class Counters:
         self.requests = 0
         self.retries = 0
         self.refused = 0
+        self.unconfirmed = 0
+        self.sessions_started = 0
+        self.sessions_failed = 0
+        self.session_mismatches = 0
         self.last_error: str | None = None
 
-    def snapshot(self, *, buffered: int, buffered_bytes: int, breaker: str) -> ExporterStats:
+    def snapshot(self, *, buffered: int, buffered_bytes: int, breaker: str,
+                 sessions_pending: int = 0) -> ExporterStats:
         """Freeze the counters together with the buffer's state."""
         return ExporterStats(
             accepted=self.accepted,
             delivered=self.delivered,
+            unconfirmed=self.unconfirmed,
             dropped=MappingProxyType(dict(self.dropped)),
             pending=buffered + self.in_flight_events,
             pending_bytes=buffered_bytes,
@@ -127,6 +149,10 @@ class Counters:
             requests=self.requests,
             retries=self.retries,
             refused=self.refused,
+            sessions_started=self.sessions_started,
+            sessions_failed=self.sessions_failed,
+            sessions_pending=sessions_pending,
+            session_mismatches=self.session_mismatches,
             breaker=breaker,
             last_error=self.last_error,
         )

@@ -19,7 +19,12 @@ import aiohttp
 from ._errors import ConnectError, RequestTimeoutError, TransportError
 from ._version import __version__
 
-__all__ = ["AiohttpTransport", "Response", "Transport", "parse_retry_after"]
+__all__ = ["MAX_ANSWER_BYTES", "AiohttpTransport", "Response", "Transport",
+           "parse_retry_after"]
+
+#: The most of an answer's body that is read: an API answer (event ids of a batch, or a
+#: partial success with its errors) is far smaller.
+MAX_ANSWER_BYTES = 1024 * 1024
 
 
 class Response:
@@ -130,8 +135,11 @@ class AiohttpTransport:
         """POST ``body`` to ``base_url + path``; see :class:`Transport`."""
         session = self._get_session()
         try:
-            async with session.post(self._base_url + path, data=body, proxy=self._proxy) as resp:
-                data = await resp.read()
+            # Redirects are not followed: aiohttp would turn a 301/302 POST into a GET without
+            # the body, and a captive portal's 200 would then pass for a delivery.
+            async with session.post(self._base_url + path, data=body, proxy=self._proxy,
+                                    allow_redirects=False) as resp:
+                data = await _read_capped(resp, MAX_ANSWER_BYTES)
                 return Response(
                     resp.status, data, parse_retry_after(resp.headers.get("Retry-After"))
                 )
@@ -147,6 +155,20 @@ class AiohttpTransport:
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
+    """At most ``cap`` bytes of an answer: a misbehaving server's huge error page must not
+    cost memory. The rest is left unread (the connection is then closed, not reused)."""
+    chunks: list[bytes] = []
+    total = 0
+    while total < cap:
+        chunk = await resp.content.read(cap - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def _env_proxy(base_url: str) -> str | None:

@@ -35,6 +35,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="inject 503s, 429s with Retry-After, random 5xx and latency")
     d.add_argument("--keep-db", metavar="PATH", help="keep the collector's SQLite file here")
     d.add_argument("--seed", type=int, default=7, help="workload seed (default 7)")
+    d.add_argument("--latency", type=float, default=0.0,
+                   help="seconds the collector adds to each request (default 0)")
     d.add_argument("--no-progress", action="store_true", help="no progress display")
 
     i = sub.add_parser("ingest", help="send JSONL files of events to the API")
@@ -57,7 +59,11 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--db", default=":memory:", help="SQLite path, :memory: (default) or none")
     s.add_argument("--token", default=None,
                    help="Bearer token to require (default $HH_API_KEY, else a random one)")
-    s.add_argument("--lax", action="store_true", help="do not enforce classic required fields")
+    s.add_argument("--strict", action="store_true",
+                   help="require what the classic API required (project, model fields, ...) "
+                        "and refuse event_type 'session' in batches")
+    s.add_argument("--dedup", action="store_true",
+                   help="store an event_id once, ignoring re-sends (the real API does not)")
     s.add_argument("--fault-script", default="", help="e.g. 503,503,429@2,200,drop,partial")
     s.add_argument("--error-rate", type=float, default=0.0, help="random error share, 0-1")
     s.add_argument("--error-statuses", default="500,502,503", help="statuses for --error-rate")
@@ -96,11 +102,11 @@ async def _demo(args: argparse.Namespace) -> int:
     print(f"hh-exporter demo: {args.events:,} events in {args.sessions:,} sessions to an "
           f"embedded collector{' with faults' if args.faults else ''}", flush=True)
     r = await run_demo(events=args.events, sessions=args.sessions, faults=args.faults, db=db,
-                       seed=args.seed, progress=not args.no_progress)
+                       seed=args.seed, progress=not args.no_progress, latency=args.latency)
     st = r.stats
     print("\nsummary")
-    print(f"  accepted      {st.accepted:,}  (including {args.sessions:,} session events)"
-          if args.sessions <= args.events else f"  accepted      {st.accepted:,}")
+    print(f"  accepted      {st.accepted:,}")
+    print(f"  sessions      {st.sessions_started:,} started, {st.sessions_failed:,} failed")
     print(f"  delivered     {st.delivered:,}")
     print(f"  dropped       {_fmt_dropped(dict(st.dropped))}")
     print(f"  pending       {st.pending:,}")
@@ -108,12 +114,14 @@ async def _demo(args: argparse.Namespace) -> int:
     print(f"  throughput    {st.delivered / r.elapsed:,.0f} events/s ({r.elapsed:.2f} s)")
     print(f"  log call      p50 {r.log_p50_us:.1f} us, p99 {r.log_p99_us:.1f} us")
     cs = r.collector_stats
-    print(f"  collector     {cs['events_stored']:,} events stored, {cs['duplicates']:,} "
-          f"duplicates ignored, {cs['sessions_stored']:,} sessions")
+    print(f"  collector     {cs['events_stored']:,} events stored, "
+          f"{cs['duplicate_event_ids']:,} duplicate ids, {cs['orphan_events']:,} orphan events, "
+          f"{cs['sessions_stored']:,} sessions")
     if args.keep_db:
         print(f"  database      {args.keep_db}")
     if r.ok:
-        print("check: PASS - every delivered event is stored exactly once; stats add up")
+        print("check: PASS - every delivered event is stored exactly once, under a session "
+              "started before it; 0 duplicates, 0 orphans; stats add up")
         return 0
     for p in r.problems:
         print(f"check: FAIL - {p}")
@@ -148,7 +156,7 @@ async def _ingest(args: argparse.Namespace) -> int:
         exporter = Exporter(config=config, on_drop=on_drop)
         project = config.project
     else:
-        project = args.project or os.environ.get("HH_PROJECT") or "dry-run"
+        project = args.project or os.environ.get("HH_PROJECT") or None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -181,16 +189,19 @@ async def _ingest(args: argparse.Namespace) -> int:
         print(f"  valid         {res.sent:,} (dry run: nothing sent)")
         return 1 if res.rejected else 0
     st = res.stats
-    print(f"  accepted      {st.accepted:,}" + (
-        f" (including {res.sessions:,} session announcement"
-        f"{'s' if res.sessions > 1 else ''})" if res.sessions else ""))
+    print(f"  accepted      {st.accepted:,}")
+    if res.sessions:
+        print(f"  sessions      {st.sessions_started:,} started, {st.sessions_failed:,} failed")
     print(f"  delivered     {st.delivered:,}")
     print(f"  dropped       {st.dropped_total:,} ({_fmt_dropped(dict(st.dropped))})")
     print(f"  pending       {st.pending:,}")
     print(f"  requests      {st.requests:,} ({st.retries:,} retries)")
     print(f"  throughput    {st.delivered / max(res.elapsed, 1e-9):,.0f} events/s "
           f"({res.elapsed:.2f} s)")
-    failed = res.rejected or st.dropped_total or st.pending or res.interrupted
+    if st.unconfirmed:
+        print(f"  unconfirmed   {st.unconfirmed:,} (acknowledged without their event_ids)")
+    failed = res.rejected or st.dropped_total or st.pending or res.interrupted or (
+        st.unconfirmed)
     return 1 if failed else 0
 
 
@@ -212,7 +223,7 @@ async def _serve(args: argparse.Namespace) -> int:
     if token is None:
         token = secrets.token_urlsafe(18)
     collector = Collector(token=token, db=args.db, host=args.host, port=args.port,
-                          strict=not args.lax, faults=faults)
+                          strict=args.strict, dedup=args.dedup, faults=faults)
     url = await collector.start()
     print(f"hh-exporter collector listening on {url} (db {args.db})", flush=True)
     if generated:

@@ -2,8 +2,8 @@
 
 ``MemoryTransport(handler)`` calls ``handler(path, body)`` for each request; the handler
 (sync or async) returns a :class:`Response`, or raises a :class:`~hh_exporter.TransportError`
-to act as a dropped connection. With no handler every request gets a 200. Every request is
-recorded in ``requests``::
+to act as a dropped connection. With no handler every request gets the 200 the API would
+give (:func:`ok_answer`). Every request is recorded in ``requests``::
 
     transport = MemoryTransport()
     async with Exporter(api_key="k", project="p", transport=transport) as hh:
@@ -21,9 +21,24 @@ import msgspec
 
 from ._transport import Response
 
-__all__ = ["MemoryTransport", "Response"]
+__all__ = ["MemoryTransport", "Response", "ok_answer"]
 
 Handler = Callable[[str, bytes], "Response | Awaitable[Response]"]
+
+
+def ok_answer(path: str, body: bytes) -> Response:
+    """The 200 the HoneyHive API gives to ``body`` on ``path``.
+
+    A batch is answered ``{"event_ids": [...], "success": true}`` with the ids it carried;
+    ``/session/start`` with the session's ``session_id``.
+    """
+    obj = msgspec.json.decode(body)
+    if path == "/session/start":
+        sid = (obj.get("session") or {}).get("session_id")
+        return Response(200, msgspec.json.encode({"session_id": sid, "event_id": sid}))
+    events = obj.get("model_events") or obj.get("events") or []
+    ids = [e.get("event_id") for e in events]
+    return Response(200, msgspec.json.encode({"event_ids": ids, "success": True}))
 
 
 class MemoryTransport:
@@ -39,7 +54,7 @@ class MemoryTransport:
         """Record the request and answer it through the handler."""
         self.requests.append((path, body))
         if self.handler is None:
-            return Response(200, b'{"success":true}')
+            return ok_answer(path, body)
         result = self.handler(path, body)
         if inspect.isawaitable(result):
             result = await result
@@ -60,3 +75,8 @@ class MemoryTransport:
         for body in self.bodies():
             out.extend(body.get("model_events") or body.get("events") or [])
         return out
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """The ``session`` object of every ``POST /session/start``, in request order."""
+        return [msgspec.json.decode(body)["session"] for path, body in self.requests
+                if path == "/session/start"]

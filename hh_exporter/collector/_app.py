@@ -3,13 +3,33 @@
 Routes (all need ``Authorization: Bearer <token>``):
 
 * ``POST /session/start``, ``POST /events``, ``POST /events/model``,
-  ``POST /events/batch``, ``POST /events/model/batch``: ingestion, as the API documents;
-* ``GET /stats``: requests by route and status, events stored, duplicates, bytes;
+  ``POST /events/batch``, ``POST /events/model/batch``, ``PUT /events``: ingestion, as the
+  API documents;
+* ``GET /stats``: requests by route and status, events received and stored, duplicate ids,
+  orphan events, bytes;
 * ``GET /sessions/{session_id}`` and ``GET /sessions/{session_id}/events``: inspection;
 * ``GET``/``PUT /_control/faults``: read or replace the fault settings at run time.
 
-Generic events with ``event_type: "session"`` create or merge a session, as the exporter's
-bulk session announcements expect (an inferred use of the data-plane spec's ``session`` type).
+By default it answers as the real API does (each rule cites
+``reference/honeyhive-api-behaviour.md`` ("BEH") or the data-plane spec ("SPEC-DP")):
+
+* a re-sent ``event_id`` is stored again (BEH §5 "No dedup"), and counted in
+  ``duplicate_event_ids``; ``dedup=True`` stores it once instead;
+* an event whose session was never started is stored under a session created for it
+  (BEH §1 "Ordering matters"), and counted in ``orphan_events``;
+* a batch in which some events are invalid stores the valid ones and answers **500**
+  ``{"event_ids": [...], "errors": [...], "success": true}`` (BEH §5, the classic spec's
+  "partially created"; SPEC-DP lists only 200 and 500 for the legacy batch routes);
+* ``POST /session/start`` creates a session or merges into the one with that id, and
+  answers the full session event (SPEC-DP ``PostSessionStartResponse``: ``event_id`` =
+  ``session_id``, ``org_id``, ``workspace_id``, ``project_id``; BEH "What the official
+  Python SDK expects back");
+* events without ``event_id`` get one, returned in the answer; ``project`` is optional
+  everywhere (SPEC-DP: "ignored by server"; SDK 1.x never sends it);
+* ``PUT /events`` merges the fields of ``LegacyUpdateEventRequest`` into a stored event.
+
+``strict=True`` enforces what the classic API required instead (``project`` and the model
+fields; ``event_type`` ``session`` refused in batches, CLASSIC:1515-1519).
 """
 
 from __future__ import annotations
@@ -58,7 +78,11 @@ class _Ingest:
         self.faults = faults
         self.requests: Counter[tuple[str, int]] = Counter()
         self.events_received = 0
+        self.events_rejected = 0
         self.duplicates = 0
+        self.orphans = 0
+        self.sessionless = 0
+        self.sessions_started = 0
         self.bytes_received = 0
         self._typed = {
             "/events/model/batch": S.batch_decoder(model=True, strict=strict),
@@ -72,6 +96,7 @@ class _Ingest:
             "/events/model": msgspec.json.Decoder(S.ModelEventRequest),
             "/events": msgspec.json.Decoder(S.EventRequest),
             "/session/start": msgspec.json.Decoder(S.SessionStartRequest),
+            "PUT /events": msgspec.json.Decoder(S.UpdateEventRequest),
         }
 
     # -- the common envelope of every request ----------------------------------------------
@@ -142,50 +167,72 @@ class _Ingest:
 
     async def _batch(self, body: bytes, partial: bool, model: bool) -> web.Response:
         path = "/events/model/batch" if model else "/events/batch"
-        # One pass validates the envelope and every event; a second, cheap pass over the
-        # same bytes yields each event's raw JSON, stored as sent (unknown fields kept).
+        key = "model_events" if model else "events"
+        # Fast path: one pass validates the envelope and every event. Only when it fails are
+        # the events validated one by one, to store the valid ones and name the others.
+        errors: list[str] = []
+        bad: set[int] = set()
         try:
             req = self._typed[path].decode(body)
-        except msgspec.ValidationError as exc:
-            raise _BadRequest(S.format_error(exc)) from None
+            evs: list[Any] = req.model_events if model else req.events
+        except msgspec.ValidationError:
+            req = self._decode(path, body)  # an envelope error is the whole request's: 400
+            evs = []
+            for i, raw in enumerate(req.model_events if model else req.events):
+                try:
+                    evs.append(self._validate(raw, model, f"{key}[{i}]"))
+                except _BadRequest as exc:
+                    evs.append(None)
+                    bad.add(i)
+                    errors.append(exc.message)
         except msgspec.DecodeError as exc:
             raise _BadRequest(f"invalid JSON: {exc}") from None
-        evs = req.model_events if model else req.events
         single = bool(req.single_session if req.single_session is not None
                       else req.is_single_session)
         props = req.session_properties or req.session
         sessions: list[SessionRow] = []
         batch_sid: str | None = None
         if single:
+            # The classic single-session envelope creates the session with the batch.
             batch_sid = _valid_uuid(props.session_id if props else None) or next(
-                (e.session_id for e in evs if e.session_id), None) or str(uuid.uuid4())
+                (e.session_id for e in evs if e is not None and e.session_id), None) or str(
+                uuid.uuid4())
             sessions.append((batch_sid, _props_json(props)))
         elif props is not None and props.session_id:
             sessions.append((props.session_id, _props_json(props)))
-        ids = [e.event_id or str(uuid.uuid4()) for e in evs]
+        ids = [None if e is None else (e.event_id or str(uuid.uuid4())) for e in evs]
         self.events_received += len(ids)
+        self.events_rejected += len(bad)
         rows: list[EventRow]
         if self.store.keeps_bodies:
-            raw_req = self._dec[path].decode(body)
+            raw_req = req if bad else self._dec[path].decode(body)
             raws: list[msgspec.Raw] = raw_req.model_events if model else raw_req.events
             rows = [_row(ev, eid, raw, path, model, batch_sid, sessions)
-                    for ev, eid, raw in zip(evs, ids, raws, strict=True)]
-        else:
-            rows = [(eid, None, "", path, b"") for eid in ids]  # counted, never kept
-        if partial and rows:
+                    for ev, eid, raw in zip(evs, ids, raws, strict=True) if eid is not None]
+        else:  # counted, never kept
+            rows = [(eid, ev.session_id or batch_sid, "", path, b"")
+                    for ev, eid in zip(evs, ids, strict=True) if eid is not None]
+        stored_ids = [eid for eid in ids if eid is not None]
+        if partial and rows:  # an injected partial failure: the first half is stored
             half = len(rows) // 2
             await self._store(rows[:half], sessions)
             errors = [f"Could not create event {eid}: injected partial failure"
-                      for eid in ids[half:]]
-            return _json({"event_ids": ids[:half], "errors": errors, "success": True}, 500)
-        await self._store(rows, sessions)
-        out: dict[str, Any] = {"event_ids": ids, "success": True}
+                      for eid in stored_ids[half:]]
+            stored_ids = stored_ids[:half]
+        else:
+            await self._store(rows, sessions)
+        if errors:
+            return _json({"event_ids": stored_ids, "errors": errors, "success": True}, 500)
+        out: dict[str, Any] = {"event_ids": stored_ids, "success": True}
         if batch_sid is not None:
             out["session_id"] = batch_sid
         return _json(out)
 
     async def _store(self, rows: list[EventRow], sessions: list[SessionRow]) -> None:
-        self.duplicates += await self.store.write(rows, sessions)
+        duplicates, orphans = await self.store.write(rows, sessions)
+        self.duplicates += duplicates
+        self.orphans += orphans
+        self.sessionless += sum(1 for r in rows if r[1] is None)
 
     async def model_batch(self, body: bytes, partial: bool) -> web.Response:
         """``POST /events/model/batch``."""
@@ -215,15 +262,30 @@ class _Ingest:
         """``POST /events``."""
         return await self._one(body, model=False)
 
+    async def update_event(self, body: bytes, partial: bool) -> web.Response:
+        """``PUT /events``: merge ``LegacyUpdateEventRequest`` fields into a stored event."""
+        req = self._decode("PUT /events", body)
+        patch = {k: v for k, v in msgspec.to_builtins(req).items()
+                 if v is not None and k != "event_id"}
+        if not await self.store.update_event(req.event_id, _encode(patch)):
+            return _json({"error": f"no event with event_id {req.event_id}",
+                          "success": False}, 404)
+        return _json({"success": True})
+
     async def session_start(self, body: bytes, partial: bool) -> web.Response:
-        """``POST /session/start``: create or merge a session."""
+        """``POST /session/start``: create or merge a session; answer the session event."""
         req = self._decode("/session/start", body)
         s = req.session
-        sid = _valid_uuid(s.session_id) or str(uuid.uuid4())
+        if s.session_id is not None and _valid_uuid(s.session_id) is None:
+            # The API replaces an id that is not a UUID (SPEC-DP: "generates a UUIDv4 if
+            # omitted or if the supplied value is not a valid UUID").
+            s.session_id = None
+        sid = s.session_id or str(uuid.uuid4())
         props = msgspec.to_builtins(s)
         props = {k: v for k, v in props.items() if v is not None and k != "session_id"}
-        await self._store([], [(sid, _encode(props))])
-        return _json({"session_id": sid, "event_id": sid, "success": True})
+        merged = msgspec.json.decode(await self.store.start_session(sid, _encode(props)))
+        self.sessions_started += 1
+        return _json(_session_event(sid, {**props, **merged}))
 
     # -- inspection and control ---------------------------------------------------------------
 
@@ -236,9 +298,13 @@ class _Ingest:
         return _json({
             "requests": by_route,
             "events_received": self.events_received,
+            "events_rejected": self.events_rejected,
             "events_stored": stored,
             "sessions_stored": sessions,
-            "duplicates": self.duplicates,
+            "sessions_started": self.sessions_started,
+            "duplicate_event_ids": self.duplicates,
+            "orphan_events": self.orphans,
+            "sessionless_events": self.sessionless,
             "bytes_received": self.bytes_received,
         })
 
@@ -269,11 +335,38 @@ class _Ingest:
         return _json(self.faults.describe())
 
 
+#: Stand-ins for the ids the real API derives from the key's scope (SPEC-DP
+#: ``PostSessionStartResponse`` requires them).
+_ORG_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "hh-exporter-collector/org"))
+_WORKSPACE_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "hh-exporter-collector/workspace"))
+
+
+def _session_event(sid: str, props: dict[str, Any]) -> dict[str, Any]:
+    """The full session event ``POST /session/start`` answers (``PostSessionStartResponse``)."""
+    start = props.get("start_time")
+    project = props.get("project") or "default"
+    return {
+        "event_id": sid, "session_id": sid, "parent_id": None,
+        "children_ids": props.get("children_ids") or [], "event_type": "session",
+        "event_name": props.get("session_name") or props.get("event_name") or "session",
+        "config": props.get("config") or {}, "inputs": props.get("inputs") or {},
+        "outputs": props.get("outputs") or {}, "error": props.get("error"),
+        "source": props.get("source"), "duration": props.get("duration"),
+        "user_properties": props.get("user_properties") or {},
+        "metrics": props.get("metrics") or {}, "feedback": props.get("feedback") or {},
+        "metadata": props.get("metadata") or {},
+        "org_id": _ORG_ID, "workspace_id": _WORKSPACE_ID,
+        "project_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"hh-exporter-collector/{project}")),
+        "start_time": start, "end_time": props.get("end_time", start),
+    }
+
+
 def _row(
     ev: Any, eid: str, raw: msgspec.Raw, path: str, model: bool, batch_sid: str | None,
     sessions: list[SessionRow],
 ) -> EventRow:
-    """The stored row of one validated event; a ``session`` event also creates its session."""
+    """The stored row of one validated event; a ``session`` event also starts its session
+    (the data model's "a session is itself an event", BEH §1; honeyhive-daemon does this)."""
     sid = ev.session_id or batch_sid
     etype = "model" if model else (ev.event_type or "chain")
     if etype == "session":
@@ -300,7 +393,7 @@ def _props_json(props: S.SessionProps | None) -> bytes:
 
 
 def _event_session_json(raw: msgspec.Raw) -> bytes:
-    # Rare path (one per announced session): the full event, for its properties.
+    # Rare path (one per session event): the full event, for its properties.
     ev = msgspec.json.decode(raw)
     d = {k: ev.get(k) for k in _SESSION_KEYS}
     d["session_name"] = ev.get("event_name")
@@ -311,7 +404,7 @@ INGEST: web.AppKey[_Ingest] = web.AppKey("ingest", _Ingest)
 
 
 def build_app(
-    store: Store, *, token: str, strict: bool = True, faults: Faults | None = None,
+    store: Store, *, token: str, strict: bool = False, faults: Faults | None = None,
     client_max_size: int = 64 * 1024 * 1024,
 ) -> web.Application:
     """Build the collector application around a store."""
@@ -325,6 +418,7 @@ def build_app(
         ("/events/model/batch", ingest.model_batch),
     ):
         r.add_post(path, ingest.wrap(path, handler))
+    r.add_put("/events", ingest.wrap("PUT /events", ingest.update_event))
     for path, getter in (
         ("/stats", ingest.stats), ("/sessions/{session_id}", ingest.get_session),
         ("/sessions/{session_id}/events", ingest.get_session_events),
@@ -348,19 +442,23 @@ class Collector:
         db: ``:memory:`` (default), a file path, or ``none`` (validate and count only).
         host: Address to bind; loopback unless told otherwise.
         port: 0 picks a free port.
-        strict: Enforce the classic required fields.
+        strict: Enforce what the classic API required (``project``, the model fields;
+            no ``session`` events in batches) instead of what the real API does today.
+        dedup: Store an ``event_id`` once and ignore re-sends, instead of storing every
+            copy as the real API does (duplicates are counted either way).
         faults: Initial fault settings.
     """
 
     def __init__(
         self, *, token: str, db: str = ":memory:", host: str = "127.0.0.1", port: int = 0,
-        strict: bool = True, faults: Faults | None = None,
+        strict: bool = False, dedup: bool = False, faults: Faults | None = None,
     ) -> None:
         self._db = db
         self._token = token
         self.host = host
         self.port = port
         self.strict = strict
+        self.dedup = dedup
         self._faults = faults
         self._runner: web.AppRunner | None = None
         self.store: Store | None = None
@@ -383,7 +481,7 @@ class Collector:
 
     async def start(self) -> str:
         """Open the store, bind, serve; return the URL."""
-        self.store = await asyncio.to_thread(open_store, self._db)
+        self.store = await asyncio.to_thread(open_store, self._db, dedup=self.dedup)
         self.app = build_app(self.store, token=self._token, strict=self.strict,
                              faults=self._faults)
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)

@@ -1,10 +1,13 @@
-"""Typed msgspec decoders for the ingestion routes, strict (classic) and lax.
+"""Typed msgspec decoders for the ingestion routes: the real API's rules, or the classic ones.
 
-Strict mode enforces the classic API's required sets: ``project``, ``model``, ``provider``,
-``messages``, ``response``, ``duration`` and ``usage`` on model events; ``event_type`` and
-``inputs`` on events. Lax mode requires nothing, like the 2026 data-plane spec. Unknown
-fields are accepted in both, as the API does. Both variants are generated from one field
-table, so they cannot drift apart.
+By default (the real API today) a model event requires nothing (SPEC-DP ``ModelEvent``: the
+route sets ``event_type`` itself) and a generic event requires ``event_type`` and ``inputs``
+(SPEC-DP ``LegacyPostEventRequestEvent``; the classic "Could not create event due to
+missing inputs" partial failure, CLASSIC:287-310); ``project`` is never required (SPEC-DP:
+"ignored by server"). Strict mode enforces the classic API's required sets (CLASSIC:1717-1725
+and 1578-1585) and its ``model|tool|chain`` enum (CLASSIC:1515-1519). Types are checked in
+both, and unknown fields are accepted in both, as the API does. Both variants are generated
+from one field table, so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ __all__ = [
     "ModelEventRequest",
     "SessionProps",
     "SessionStartRequest",
+    "UpdateEventRequest",
     "batch_decoder",
     "event_decoder",
     "format_error",
@@ -27,6 +31,7 @@ __all__ = [
 
 Obj = dict[str, Any]
 EventType = Literal["model", "tool", "chain", "session"]
+ClassicEventType = Literal["model", "tool", "chain"]
 
 
 class AnyObject(msgspec.Struct):
@@ -63,7 +68,11 @@ _STRICT_MODEL = {
     "project": str, "model": str, "provider": str, "messages": list[Ob], "response": msgspec.Raw,
     "duration": float, "usage": Ob,
 }
-_STRICT_EVENT = {"event_type": EventType, "inputs": Ob}
+_STRICT_EVENT = {
+    "project": str, "event_type": ClassicEventType, "event_name": str, "source": str,
+    "config": Ob, "inputs": Ob, "duration": float,
+}
+_REAL_EVENT = {"event_type": EventType, "inputs": Ob}
 
 
 def _struct(name: str, fields: list[tuple[str, Any]], required: dict[str, Any]) -> type:
@@ -76,7 +85,7 @@ def _struct(name: str, fields: list[tuple[str, Any]], required: dict[str, Any]) 
 ModelEventStrict = _struct("ModelEventStrict", _MODEL, _STRICT_MODEL)
 ModelEventLax = _struct("ModelEventLax", _MODEL, {})
 EventStrict = _struct("EventStrict", _EVENT, _STRICT_EVENT)
-EventLax = _struct("EventLax", _EVENT, {})
+EventLax = _struct("EventLax", _EVENT, _REAL_EVENT)
 
 
 class SessionProps(msgspec.Struct, kw_only=True):
@@ -156,6 +165,21 @@ class SessionStart(msgspec.Struct, kw_only=True):
     metrics: Obj | None = None
     feedback: Obj | None = None
     error: str | None = None
+    children_ids: list[str] | None = None
+
+
+class UpdateEventRequest(msgspec.Struct, kw_only=True):
+    """Body of ``PUT /events`` (SPEC-DP ``LegacyUpdateEventRequest``)."""
+
+    event_id: str
+    metadata: Obj | None = None
+    feedback: Obj | None = None
+    metrics: Obj | None = None
+    outputs: Obj | None = None
+    config: Obj | None = None
+    user_properties: Obj | None = None
+    duration: float | None = None
+    end_time: float | None = None
     children_ids: list[str] | None = None
 
 
