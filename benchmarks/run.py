@@ -7,7 +7,9 @@ Scenarios:
 1. log cost: us per ``log_model_event`` (p50, p99) vs ``msgspec.json.encode`` of the same event;
 2. end to end: events/s and client CPU us/event until ``flush()`` returns, vs the encode-only
    rate and a raw aiohttp POST of pre-encoded 500-event batches to the same sink;
-3. many short sessions: the same with 1-2 events per session;
+3. many short sessions: the same with 2 events per session (each session started with
+   ``POST /session/start`` before its events); and, against a sink that answers every
+   request 20 ms late, 1,000 sessions of 2 events vs the same 2,000 events without sessions;
 4. memory: RSS growth per buffered event with the sink down, vs the encoded size; and RSS
    growth when the byte limit is reached (the bound must hold);
 5. loop health: p99 lateness of a 1 ms probe task while the exporter runs flat out;
@@ -88,11 +90,11 @@ async def bench_log_cost(n: int) -> list[dict[str, Any]]:
     return rows
 
 
-def start_sink(db: str = "none") -> tuple[subprocess.Popen[bytes], str]:
+def start_sink(db: str = "none", latency: float = 0.0) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen(
         # --token=... : a random token may start with "-", which argparse would take for a flag.
         [sys.executable, "-m", "hh_exporter", "serve", "--port", "0", "--db", db,
-         f"--token={TOKEN}"], stdout=subprocess.PIPE)
+         f"--token={TOKEN}", "--latency", str(latency)], stdout=subprocess.PIPE)
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
     return proc, line.split("listening on ")[1].split()[0]
@@ -150,7 +152,6 @@ async def end_to_end(
     gc.unfreeze()
     st = hh.stats()
     assert ok and st.balanced and st.dropped_total == 0, st
-    # events/s counts the caller's model events: session announcements ride along uncounted.
     return {"events": st.delivered, "events_per_s": len(fields) / wall,
             "cpu_us_per_event": cpu / len(fields) * 1e6, "requests": st.requests}
 
@@ -310,6 +311,41 @@ async def collector_ingest(db: str, n: int) -> float:
         proc.wait(10)
 
 
+async def sessions_at_latency(fields: list[dict[str, Any]], latency: float,
+                              starts: int) -> dict[str, Any]:
+    """Time until flush() returns for 2 events per session, vs the same without sessions,
+    against a sink that answers every request ``latency`` seconds late."""
+    proc, url = start_sink("none", latency)
+    out: dict[str, Any] = {"latency_s": latency, "events": len(fields),
+                           "sessions": len(fields) // 2, "max_starts_in_flight": starts}
+    try:
+        for label, per_session in (("no_sessions", None), ("sessions", 2)):
+            t0 = time.perf_counter()
+            async with Exporter(api_key=TOKEN, project="bench", api_url=url,
+                                max_starts_in_flight=starts, close_timeout=120) as hh:
+                s = None
+                for i, f in enumerate(fields):
+                    if per_session is None:
+                        hh.log_model_event(**f)
+                        continue
+                    if i % per_session == 0:
+                        s = hh.session(session_name=f"s{i}")
+                    assert s is not None
+                    s.log_model_event(**f)
+                ok = await hh.flush(120)
+            st = hh.stats()
+            assert ok and st.delivered == len(fields), st
+            out[label + "_s"] = time.perf_counter() - t0
+            out[label + "_requests"] = st.requests
+        async with aiohttp.ClientSession() as c, c.get(
+                url + "/stats", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            out["orphan_events"] = (await r.json())["orphan_events"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return out
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100_000, help="events per end-to-end scenario")
@@ -365,6 +401,20 @@ async def main() -> None:
               f"{r['events_per_s'] / floor_post:>12.0%}{r['cpu_us_per_event'] / enc_us:>11.1f}x")
     print(f"targets: events/s >= 80% of raw POST; CPU/event <= 2x encode; short sessions >= 50%"
           f" of end to end (now {short['events_per_s'] / e2e['events_per_s']:.0%})")
+
+    m = min(n, 2000) // 2 * 2
+    print(f"\n{'sessions at 20 ms server latency':<44}{'s':>8}{'requests':>10}{'x no-sess':>11}")
+    lat_rows = []
+    for starts in (16, 64):
+        r = await sessions_at_latency(fields[:m], 0.02, starts)
+        lat_rows.append(r)
+        if starts == 16:
+            print(f"{'  ' + format(m, ',') + ' events, no sessions':<44}"
+                  f"{r['no_sessions_s']:>8.2f}{r['no_sessions_requests']:>10,}")
+        print(f"{'  ' + format(m // 2, ',') + ' sessions x 2, ' + str(starts) + ' starts':<44}"
+              f"{r['sessions_s']:>8.2f}{r['sessions_requests']:>10,}"
+              f"{r['sessions_s'] / r['no_sessions_s']:>10.1f}x   orphans {r['orphan_events']}")
+    out["sessions_at_latency"] = lat_rows
 
     print(f"\n{'loop health: 1 ms probe lateness, ms':<44}{'p50':>8}{'p99':>8}{'max':>8}")
     print(f"{'  exporter flat out, realistic mix':<44}{lag['p50_ms']:>8.2f}{lag['p99_ms']:>8.2f}"

@@ -129,8 +129,28 @@ class Buffer:
     # -- sessions ----------------------------------------------------------------------
 
     def add_start(self, start: SessionStart) -> None:
-        """Queue a session start and hold the session's events until it is released."""
-        self._held.setdefault(start.session_id, {})
+        """Queue a session start and hold the session's events until it is released.
+
+        Events already buffered under that id (logged with the bare ``session_id``) are held
+        too: nothing of the session leaves before its start.
+        """
+        sid = start.session_id
+        held = self._held.setdefault(sid, {})
+        for route, r in list(self._routes.items()):
+            lane = r.lanes.pop(sid, None)
+            if lane is None:
+                continue
+            r.events -= len(lane.events)
+            r.nbytes -= lane.nbytes
+            known = held.get(route)
+            if known is None:
+                held[route] = lane
+            else:
+                lane.events.extend(known.events)
+                lane.nbytes += known.nbytes
+                held[route] = lane
+            if not r.lanes:
+                del self._routes[route]
         self.starts.append(start)
         self.ready = True
 

@@ -125,7 +125,8 @@ _EXPECT: dict[str, type | tuple[type, ...]] = {
     **dict.fromkeys(_ID_FIELDS, (str, uuid.UUID)),
     **dict.fromkeys(_NUMBER_FIELDS, _NUMBER),
 }
-_TYPE_NAMES = {dict: "an object (dict)", str: "a string", _NUMBER: "a number"}
+_TYPE_NAMES = {dict: "an object (dict)", str: "a string", _NUMBER: "a number",
+               (str, uuid.UUID): "a UUID string", (list, tuple): "a list"}
 _INF = float("inf")
 #: Epoch milliseconds between 1973 and 5138: a smaller number is almost surely seconds
 #: (``time.time()``), which the API would store as January 1970.
@@ -223,7 +224,7 @@ def _checker(allowed: dict[str, Any], required: tuple[str, ...], kind: str) -> C
                         del fields[name]
                     continue
                 raise EventError(f"field {name!r} must be "
-                                 f"{_TYPE_NAMES.get(t, 'a list')}, got {describe(v)}")
+                                 f"{_TYPE_NAMES[t]}, got {describe(v)}")
             if t is _NUMBER and (type(v) is bool or not -_INF < v < _INF):
                 raise EventError(f"field {name!r} must be a finite number, got {describe(v)}")
         for name in ids:

@@ -177,7 +177,11 @@ class Sender:
             free = self.max_in_flight - len(self._flights)
             if free > 0 and buf.events and not blocking:
                 now = self._clock()
-                batches = buf.take_ready(now, force=self.forcing > 0, limit=free)
+                # A flush cuts everything at once, but not while session starts are still
+                # releasing events: each would make its own small batch. Until the last
+                # start is done, the usual rules (full batches, linger) apply.
+                force = self.forcing > 0 and not (buf.starts or self._starts)
+                batches = buf.take_ready(now, force=force, limit=free)
                 for batch in batches:
                     self._launch(batch)
                 launched = launched or bool(batches)

@@ -21,5 +21,6 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text())
     assert data["end_to_end"]["events"] == 2000
-    assert data["short_sessions"]["events"] == 2000 + 1000  # plus one session event per pair
+    assert data["short_sessions"]["events"] == 2000
+    assert all(r["orphan_events"] == 0 for r in data["sessions_at_latency"])
     assert "floor" in proc.stdout and "raw aiohttp POST" in proc.stdout

@@ -64,8 +64,10 @@ async def test_demo_runs_end_to_end_and_checks_the_database(tmp_path: Path) -> N
         n, distinct = conn.execute("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM events"
                                    ).fetchone()
         sessions = conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
-    assert n == distinct == 1560
+    assert n == distinct == 1500
     assert sessions == 60
+    for word in ("0 duplicate ids", "0 orphan events", "60 started"):
+        assert word in out
 
 
 async def test_demo_with_faults_retries_and_loses_nothing() -> None:
@@ -125,22 +127,51 @@ async def test_ingest_through_faults_gz_and_stdin(collector: Collector, tmp_path
 
 
 async def test_ingest_of_the_shipped_example(collector: Collector, tmp_path: Path) -> None:
-    """examples/events.jsonl goes in: sessions get their properties, bad lines are skipped."""
+    """examples/events.jsonl goes in: its session is started before its events, with its
+    properties; bad lines are skipped."""
     code, out, err = await run_cli(
         "ingest", str(EXAMPLE), "--api-url", collector.url, "--no-progress",
         "--rejects", str(tmp_path / "r.jsonl"), env={"HH_API_KEY": TOKEN, "HH_PROJECT": "ex"})
     assert code == 1, out + err  # two lines of the example are bad on purpose
-    assert "delivered     6" in out  # 5 events and the announcement of their session
-    assert "including 1 session announcement)" in out
+    assert "delivered     5" in out
+    assert "sessions      1 started, 0 failed" in out
+    _, stats = await http_json(collector.url, "/stats")
+    assert stats["orphan_events"] == 0 and stats["sessions_started"] == 1
     sid = "0b6f2f9e-8d3c-4c43-9a53-4f9d6f7c1a10"
     _, props = await http_json(collector.url, f"/sessions/{sid}")
     assert props["session_name"] == "geography"
     assert props["user_properties"] == {"user": "ada"}
     _, events = await http_json(collector.url, f"/sessions/{sid}/events")
     kinds = sorted(e.get("event_type", "model") for e in events["events"])
-    assert kinds == ["model", "model", "session", "tool"]
+    assert kinds == ["model", "model", "tool"]
     assert all(e["project"] == "ex" and uuid.UUID(e["event_id"]) for e in events["events"])
     assert not any("session_properties" in e for e in events["events"])
+
+
+async def test_ingest_needs_no_project_and_keeps_each_lines_own(tmp_path: Path) -> None:
+    """The API docs' own example events go in with no --project and no HH_PROJECT: each line
+    keeps the project it carries, and lines without one are sent without one."""
+    seed = json.loads((Path(__file__).parent / "data" / "seed_model_batch.json").read_text())
+    lines = [json.dumps(e) for e in seed["model_events"]]
+    lines.append(json.dumps({k: v for k, v in seed["model_events"][0].items()
+                             if k != "project"}))
+    src = tmp_path / "docs.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "HH_PROJECT"}
+    env["HH_API_KEY"] = TOKEN
+    db = tmp_path / "c.db"
+    async with Collector(token=TOKEN, db=str(db)) as c:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hh_exporter", "ingest", str(src), "--api-url", c.url,
+            "--no-progress", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=env, cwd=tmp_path)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, out.decode() + err.decode()
+        assert f"delivered     {len(lines)}" in out.decode()
+    with sqlite3.connect(db) as conn:
+        bodies = [json.loads(r[0]) for r in conn.execute("SELECT body FROM events")]
+    projects = sorted(str(b.get("project")) for b in bodies)
+    assert projects == sorted(["New Project"] * (len(lines) - 1) + ["None"])
 
 
 async def test_ingest_dry_run_sends_nothing(collector: Collector, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from .conftest import assert_balanced, fast_exporter, http_json, model_fields, s
 
 
 async def test_batches_close_on_count(collector: Collector) -> None:
-    """A session's events go in batches of max_batch_events, in order, with properties."""
+    """A session is started first; its events go in batches of max_batch_events."""
     async with fast_exporter(collector.url, max_batch_events=10, linger=5.0) as hh:
         s = hh.session(session_name="count", user_properties={"user": "u1"})
         ids = [s.log_model_event(**model_fields(i)) for i in range(30)]
@@ -30,12 +30,14 @@ async def test_batches_close_on_count(collector: Collector) -> None:
         assert st.delivered >= 30  # long before the 5 s linger
         assert_balanced(st)
     # Up to max_in_flight batches travel at once, so arrival order is not log order.
-    assert sorted(await stored_ids(collector, s.session_id)) == sorted([s.session_id, *ids])
+    assert sorted(await stored_ids(collector, s.session_id)) == sorted(ids)
     _, props = await http_json(collector.url, f"/sessions/{s.session_id}")
     assert props["session_name"] == "count"
     assert props["user_properties"] == {"user": "u1"}
     _, stats = await http_json(collector.url, "/stats")
     assert stats["requests"]["/events/model/batch"] == {"200": 3}
+    assert stats["requests"]["/session/start"] == {"200": 1}
+    assert stats["orphan_events"] == 0 and stats["duplicate_event_ids"] == 0
 
 
 async def test_batches_close_on_bytes(collector: Collector) -> None:
@@ -62,14 +64,19 @@ async def test_linger_sends_a_partial_batch(collector: Collector) -> None:
 
 
 async def test_many_short_sessions_share_requests(collector: Collector) -> None:
-    """A thousand one-event sessions cost a handful of requests, and keep their ids."""
-    async with fast_exporter(collector.url) as hh:
+    """A thousand one-event sessions: one start each, and their events share a handful of
+    batch requests, each event under its own session."""
+    # Starts finish one after another; a linger longer than they take lets the released
+    # events gather into full batches.
+    async with fast_exporter(collector.url, linger=2.0) as hh:
         sessions = [hh.session(session_name=f"s{i}") for i in range(1000)]
         ids = {s.session_id: s.log_model_event(**model_fields(i)) for i, s in enumerate(sessions)}
         assert await hh.flush(10)
         st = hh.stats()
-        assert st.delivered == 2000  # 1000 session events + 1000 model events
-        assert st.requests <= 10
+        assert st.delivered == 1000 and st.sessions_started == 1000
+        assert st.requests - 1000 <= 10
+    _, stats = await http_json(collector.url, "/stats")
+    assert stats["orphan_events"] == 0 and stats["sessions_started"] == 1000
     for sid in list(ids)[:5]:
         assert ids[sid] in await stored_ids(collector, sid)
         _, props = await http_json(collector.url, f"/sessions/{sid}")
@@ -127,17 +134,46 @@ async def test_retries_503_and_429_with_retry_after(collector: Collector) -> Non
     assert sorted(stored) == sorted(ids)
 
 
-async def test_partial_success_resend_creates_no_duplicates(collector: Collector) -> None:
-    """A 500 that stored half the batch is re-sent; the server dedups by event_id."""
+async def test_a_partial_success_is_final_and_stores_nothing_twice(
+    collector: Collector,
+) -> None:
+    """A 500 with event_ids and errors is the API's partial success: never re-sent (the API
+    does not deduplicate), listed ids delivered, the rest rejected with the server's words."""
     collector.faults.set(Faults(script=["partial"]))
     async with fast_exporter(collector.url) as hh:
         ids = [hh.log_model_event(**model_fields(i)) for i in range(40)]
         assert await hh.flush(5)
-        assert hh.stats().delivered == 40
+        st = hh.stats()
+        assert st.delivered == 20 and st.dropped["rejected"] == 20 and st.retries == 0
+        assert "injected partial failure" in (st.last_error or "")
+        assert st.breaker == "closed"
     stored = await collector.store.event_ids()  # type: ignore[union-attr]
-    assert sorted(stored) == sorted(ids)
+    assert len(stored) == 20 and set(stored) <= set(ids)
     _, stats = await http_json(collector.url, "/stats")
-    assert stats["duplicates"] == 20
+    assert stats["duplicate_event_ids"] == 0
+
+
+async def test_two_invalid_events_among_500_store_the_498_once(collector: Collector) -> None:
+    """The collector's real-API answer to 2 invalid events among 500 is the partial 500: the
+    exporter counts 498 delivered and 2 rejected, and each good event is stored once."""
+    async with fast_exporter(collector.url, max_batch_events=500, linger=5.0) as hh:
+        s = hh.session(session_name="partial")
+        ids = []
+        for i in range(500):
+            fields = model_fields(i)
+            if i in (17, 333):
+                # Valid for the exporter (any JSON), invalid for the API: messages must be
+                # objects. Only the server can tell.
+                fields["messages"] = ["not an object"]
+            ids.append(s.log_model_event(**fields))
+        assert await hh.flush(5)
+        st = hh.stats()
+        assert st.delivered == 498 and st.dropped["rejected"] == 2 and st.retries == 0
+    stored = await stored_ids(collector, s.session_id)
+    assert sorted(stored) == sorted(ids[:17] + ids[18:333] + ids[334:])
+    _, stats = await http_json(collector.url, "/stats")
+    assert stats["duplicate_event_ids"] == 0 and stats["orphan_events"] == 0
+    assert stats["requests"]["/events/model/batch"] == {"500": 1}
 
 
 async def test_send_applies_backpressure(collector: Collector) -> None:
@@ -206,7 +242,7 @@ async def test_logging_from_other_threads(collector: Collector) -> None:
         await asyncio.to_thread(lambda: [t.join() for t in threads])
         assert await hh.flush(5)
         st = hh.stats()
-        assert st.delivered == 801
+        assert st.delivered == 800
         assert_balanced(st)
     assert set(ids) <= set(await stored_ids(collector, s.session_id))
 
@@ -259,7 +295,7 @@ async def test_closed_exporter_refuses_events(collector: Collector) -> None:
 async def test_bad_events_raise_at_the_call_site(collector: Collector) -> None:
     """Wrong types and unencodable values raise EventError naming the field; others pass."""
     async with fast_exporter(collector.url) as hh:
-        with pytest.raises(EventError, match="'usage' must be a dict"):
+        with pytest.raises(EventError, match="'usage' must be an object"):
             hh.log_model_event(**{**model_fields(), "usage": "lots"})
         with pytest.raises(EventError, match="'messages' must be a list"):
             hh.log_model_event(**{**model_fields(), "messages": "hi"})
@@ -342,7 +378,7 @@ async def test_types_are_checked_on_every_call_of_a_known_shape() -> None:
     async with hh_exporter.Exporter(api_key="k", project="p", transport=MemoryTransport()) as hh:
         for _ in range(3):
             hh.log_model_event(**model_fields())
-        with pytest.raises(EventError, match="'usage' must be a dict"):
+        with pytest.raises(EventError, match="'usage' must be an object"):
             hh.log_model_event(**{**model_fields(), "usage": [1]})
         with pytest.raises(EventError, match="'messages' must be a list"):
             hh.log_model_event(**{**model_fields(), "messages": {"role": "user"}})

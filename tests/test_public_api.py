@@ -36,32 +36,49 @@ def test_ids_are_unique_valid_uuid4() -> None:
 
 
 async def test_what_the_exporter_sends_matches_the_wire_models() -> None:
-    """Every body the exporter sends decodes into the public wire Structs, strictly typed."""
+    """Every body the exporter sends validates against the data-plane spec's request schema
+    for its route and decodes into the public wire Structs; a session's start goes before
+    any of its events."""
     import msgspec
 
     from hh_exporter.testing import MemoryTransport
 
+    from .spec import check_request
+
     transport = MemoryTransport()
-    async with hh_exporter.Exporter(api_key="k", project="p", transport=transport,
-                                    session_batch_min_events=2) as hh:
-        s = hh.session(session_name="wire", metadata={"k": 1})
+    async with hh_exporter.Exporter(api_key="k", project="p", transport=transport) as hh:
+        s = hh.session(session_name="wire", metadata={"k": 1}, user_properties=None)
         for _ in range(3):
             s.log_model_event(model="m", provider="p", messages=[{"role": "user"}],
-                              response={"content": "x"}, duration=3, usage={"t": 1})
+                              response={"content": "x"}, duration=3, usage={"t": 1},
+                              cost=None, metadata=None, error=None)
         hh.log_model_event(model="m", provider="p", messages=[], response="text")
         s.log_event(event_type="tool", event_name="t", inputs={"q": 1})
     kinds = set()
+    started: set[str] = set()
     for path, body in transport.requests:
+        check_request(path, msgspec.json.decode(body))
+        if path == "/session/start":
+            start = msgspec.json.decode(body, type=hh_exporter.SessionStartRequest)
+            assert start.session.session_name == "wire" and start.session.project == "p"
+            assert start.session.session_id is not None
+            started.add(start.session.session_id)
+            continue
+        events: list[hh_exporter.ModelEvent] | list[hh_exporter.Event]
         if path == "/events/model/batch":
             batch = msgspec.json.decode(body, type=hh_exporter.ModelEventBatch)
-            assert all(e.project == "p" and e.end_time >= e.start_time
-                       for e in batch.model_events)
-            kinds.add(("model", batch.is_single_session))
-            if batch.is_single_session:
-                assert batch.session_properties is not None
-                assert batch.session_properties.session_name == "wire"
+            assert not batch.is_single_session and batch.session_properties is None
+            events = batch.model_events
+            assert all(e.project == "p" and e.end_time >= e.start_time for e in events)
+            kinds.add("model")
         else:
             gen = msgspec.json.decode(body, type=hh_exporter.EventBatch)
-            kinds.update(("event", e.event_type) for e in gen.events)
-    assert kinds == {("model", True), ("model", False), ("event", "session"),
-                     ("event", "tool")}
+            events = gen.events
+            kinds.update(e.event_type for e in gen.events)
+            assert all(e.outputs == {} for e in gen.events)
+        for e in events:
+            assert e.session_id is None or e.session_id in started
+    assert kinds == {"model", "tool"}
+    sent = [ev for ev in transport.events() if ev.get("session_id")]
+    assert sent and all("metadata" not in ev and "cost" not in ev for ev in sent)
+    assert all(ev["error"] is None for ev in sent if "model" in ev)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hh_exporter.collector import Collector
 
-from .conftest import TOKEN
+from .conftest import TOKEN, http_json
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -28,6 +28,8 @@ async def test_quickstart_runs_as_written(collector: Collector, tmp_path: Path) 
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
-    assert "ExporterStats(accepted=3" in out.decode()
+    assert "ExporterStats(accepted=2" in out.decode()
     stored = await collector.store.event_ids()  # type: ignore[union-attr]
-    assert len(stored) == 3  # the session's announcement, the model call, the tool call
+    assert len(stored) == 2  # the model call and the tool call, under their started session
+    _, stats = await http_json(collector.url, "/stats")
+    assert stats["sessions_started"] == 1 and stats["orphan_events"] == 0

@@ -372,7 +372,20 @@ def _row(
     if etype == "session":
         sid = sid or eid
         sessions.append((sid, _event_session_json(raw)))
-    return (eid, sid, etype, path, bytes(raw))
+    body = bytes(raw)
+    # Stored as sent, plus what the server assigned: the id it answered with, the session
+    # of a single-session envelope.
+    if ev.event_id is None:
+        body = _splice(body, "event_id", eid)
+    if ev.session_id is None and sid is not None:
+        body = _splice(body, "session_id", sid)
+    return (eid, sid, etype, path, body)
+
+
+def _splice(body: bytes, key: str, value: str) -> bytes:
+    rest = body.strip()[1:].lstrip()
+    sep = b"" if rest[:1] == b"}" else b","
+    return b"{" + _encode(key) + b":" + _encode(value) + sep + rest
 
 
 def _valid_uuid(value: str | None) -> str | None:

@@ -216,7 +216,7 @@ def format_error(exc: msgspec.DecodeError, prefix: str = "") -> str:
         if not prefix:
             where = where.lstrip(".")
     # JSON has numbers, not floats: say it in the client's terms.
-    text = text.replace("`float`", "number").replace("`", "")
+    text = text.replace(" | null", "").replace("`float`", "number").replace("`", "")
     if text:
         text = text[0].lower() + text[1:]
     return f"{where}: {text}" if where else text
