@@ -69,6 +69,8 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--error-statuses", default="500,502,503", help="statuses for --error-rate")
     s.add_argument("--seed", type=int, default=None, help="seed of the random faults")
     s.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
+    s.add_argument("--session-latency", type=float, default=0.0,
+                   help="seconds added to each POST /session/start, on top of --latency")
     s.add_argument("--max-body-bytes", type=int, default=None, help="larger bodies get 413")
     s.add_argument("--drop-rate", type=float, default=0.0,
                    help="share of requests whose connection is dropped, 0-1")
@@ -212,7 +214,8 @@ async def _serve(args: argparse.Namespace) -> int:
         faults = Faults(
             script=parse_script(args.fault_script), error_rate=args.error_rate,
             error_statuses=[int(x) for x in args.error_statuses.split(",") if x.strip()],
-            seed=args.seed, latency=args.latency, max_body_bytes=args.max_body_bytes,
+            seed=args.seed, latency=args.latency, session_latency=args.session_latency,
+            max_body_bytes=args.max_body_bytes,
             drop_rate=args.drop_rate,
         )
     except ValueError as exc:

@@ -136,8 +136,10 @@ class _Ingest:
                 headers = {"Retry-After": f"{action.retry_after:g}"}
             return _json({"error": f"injected fault: HTTP {action.status}", "success": False},
                          action.status, headers)
-        if self.faults.faults.latency:
-            await asyncio.sleep(self.faults.faults.latency)
+        f = self.faults.faults
+        delay = f.latency + (f.session_latency if request.path == "/session/start" else 0.0)
+        if delay:
+            await asyncio.sleep(delay)
         ctype = request.content_type
         if ctype != "application/json":
             return _json({"error": f"Content-Type must be application/json, got {ctype!r}",

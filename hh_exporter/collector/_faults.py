@@ -7,7 +7,8 @@ A :class:`Faults` value is set at start (CLI flags) and replaced at run time thr
 2. the ``script``, consumed one entry per request, then normal service;
 3. ``drop_rate``: the connection is closed without an answer;
 4. ``error_rate``: an error status drawn from ``error_statuses``;
-5. ``latency``: a delay before the request is served.
+5. ``latency``: a delay before the request is served (``session_latency`` more for
+   ``POST /session/start``, to show what waits for a slow session start).
 
 Script entries: ``503`` (a status), ``429@2`` (with ``Retry-After: 2``), ``200`` (serve
 normally), ``drop`` (close the connection), ``partial`` (store the first half of the batch,
@@ -41,6 +42,7 @@ class Faults(msgspec.Struct, kw_only=True):
     error_statuses: list[int] = msgspec.field(default_factory=lambda: [500, 502, 503])
     seed: int | None = None
     latency: float = 0.0
+    session_latency: float = 0.0
     max_body_bytes: int | None = None
     drop_rate: float = 0.0
 
@@ -49,8 +51,9 @@ class Faults(msgspec.Struct, kw_only=True):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {v}")
-        if self.latency < 0:
-            raise ValueError(f"latency must be >= 0, got {self.latency}")
+        for name in ("latency", "session_latency"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for entry in self.script:
             parse_entry(entry)  # fail now, not on the request that reaches it
 
