@@ -49,7 +49,9 @@ class ExporterConfig:
         overflow: ``drop_newest`` (default) or ``drop_oldest`` when the buffer is full; both
             count the dropped event as ``queue_full``. ``send()`` waits instead.
         max_starts_in_flight: Concurrent ``POST /session/start`` requests, beside the
-            batches: many short sessions must not wait for each other's starts.
+            batches: many short sessions must not wait for each other's starts. Connections
+            are pooled up to ``max_in_flight + max_starts_in_flight`` (aiohttp's and
+            httpx's own default pools hold 100).
         request_timeout: Total time for one HTTP request. A request that times out is
             retried, and since the API does not deduplicate, a batch the server did store
             is then stored twice: keep it well above the server's worst answer time.
@@ -81,7 +83,7 @@ class ExporterConfig:
     max_buffer_events: int = 100_000
     max_buffer_bytes: int = 64 * _MiB
     overflow: OverflowPolicy = "drop_newest"
-    max_starts_in_flight: int = 16
+    max_starts_in_flight: int = 64
     request_timeout: float = 30.0
     max_attempts: int = 8
     retry_deadline: float = 60.0
