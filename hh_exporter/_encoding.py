@@ -58,18 +58,29 @@ def encode(obj: dict[str, Any]) -> bytes:
     field."""
     try:
         return _encode(obj)
-    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a caller's hook may raise anything
         raise EventError(_describe(obj, exc)) from None
 
 
 def _describe(obj: dict[str, Any], exc: Exception) -> str:
-    # Slow path only: find which field fails by encoding each one alone.
+    # Slow path only: find which field fails by encoding each one alone. The message names
+    # the error's type and msgspec's own words, never a repr of the caller's value.
     for name, value in obj.items():
         try:
             _encode(value)
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as field_exc:
-            return f"field {name!r} cannot be encoded: {field_exc}"
-    return f"event cannot be encoded: {exc}"
+        except Exception as field_exc:  # noqa: BLE001 - as above
+            return f"field {name!r} cannot be encoded: {_reason(field_exc)}"
+    return f"event cannot be encoded: {_reason(exc)}"
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "it is nested too deeply, or contains itself"
+    if isinstance(exc, (TypeError, ValueError, OverflowError)) and type(exc).__module__ in (
+        "builtins", "msgspec"
+    ):
+        return str(exc)[:200]
+    return f"{type(exc).__name__} raised while encoding it"
 
 
 def body_overhead() -> int:

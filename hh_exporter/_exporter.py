@@ -25,11 +25,12 @@ from ._breaker import CircuitBreaker
 from ._buffer import Buffer, SessionStart
 from ._config import ExporterConfig
 from ._encoding import GENERIC_ROUTE, MODEL_ROUTE, body_overhead, encode
-from ._errors import BufferFullError, ExporterClosedError
+from ._errors import BufferFullError, EventError, ExporterClosedError
 from ._events import (
     EventFields,
     ModelEventFields,
     SessionFields,
+    describe,
     encode_event,
     encode_model_event,
     encode_session,
@@ -44,6 +45,8 @@ __all__ = ["Exporter"]
 
 log = logging.getLogger("hh_exporter")
 _live: weakref.WeakSet[Exporter] = weakref.WeakSet()
+#: Drop reasons that mean "no answer from the server": a flush that saw one returns False.
+_CUT = frozenset(("shutdown", "spooled", "worker_failed"))
 
 
 class _State(enum.Enum):
@@ -123,7 +126,13 @@ class Exporter:
         self._fail_reason: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread_id = threading.get_ident()
-        self._lock = threading.Lock()  # only for other threads before the loop is known
+        # Other threads hand events over through this inbox, under the lock: a call that
+        # returned an id has its event in the inbox, and whoever closes the inbox drains it,
+        # so no returned id can go unaccounted (a loop callback per event could be lost
+        # with its loop, and cost a self-pipe write each).
+        self._lock = threading.Lock()
+        self._inbox: list[tuple[str | None, str | None, bytes]] = []
+        self._inbox_open = True
         self._sender: Sender | None = None
         self._worker: asyncio.Task[None] | None = None
         self._progress: asyncio.Event | None = None
@@ -181,6 +190,7 @@ class Exporter:
         self._state = _State.RUNNING
         self._worker = loop.create_task(self._sender.run(), name="hh_exporter-worker")
         self._worker.add_done_callback(self._worker_done)
+        self._drain_inbox()
 
     def _worker_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._state is not _State.RUNNING:
@@ -193,6 +203,7 @@ class Exporter:
     def _fail(self, reason: str) -> None:
         self._state = _State.FAILED
         self._accepting = False
+        self._close_inbox()
         self._fail_reason = reason
         self._counters.last_error = reason
         if self._sender is not None:
@@ -213,11 +224,19 @@ class Exporter:
         pending.
 
         Returns:
-            True if nothing was pending when it returned.
+            True if everything pending was delivered or answered by the server (rejected
+            events count as answered); False if anything was cut by a deadline or a close,
+            or is still pending.
+
+        Raises:
+            ExporterClosedError: Called on another event loop than the exporter's.
         """
         timeout = self.config.close_timeout if timeout is None else timeout
+        self._check_loop()
         if self._state is _State.NEW:
             await self.start()  # events logged before start are delivered too
+        self._drain_inbox()
+        cut = self._counters.cut
         sender, progress = self._sender, self._progress
         if sender is None or progress is None or (self._state is not _State.RUNNING and (
             self._state is not _State.CLOSING
@@ -230,12 +249,13 @@ class Exporter:
                 while True:
                     progress.clear()
                     if self._pending() == 0 and sender.starts_pending == 0:
-                        return True
+                        # True only if nothing was cut meanwhile (say, by a concurrent close).
+                        return self._counters.cut == cut
                     await progress.wait()
         except TimeoutError:
             sender.cancel_all(spool=self._spool_fn())
             await sender.wait_cancelled(0.1)
-            return self._pending() == 0
+            return False
         finally:
             sender.forcing -= 1
 
@@ -252,11 +272,22 @@ class Exporter:
         if self._state is _State.FORKED:
             self._state = _State.CLOSED
             return
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            # Its loop is gone (a second asyncio.run): nothing can be sent; count what is
+            # left, and leave the transport, which belongs to the dead loop.
+            log.warning("hh_exporter: aclose() called on another event loop than the "
+                        "exporter's; pending events are dropped as 'shutdown'")
+            self._accepting = False
+            self._close_inbox()
+            self._finish_close()
+            self._summarize()
+            return
+        self._accepting = False
+        self._close_inbox()
         if self._state is _State.NEW and (self._buffer.events or self._buffer.starts):
             await self.start()  # deliver what was logged before the worker ever ran
         was_failed = self._state is _State.FAILED
         self._state = _State.CLOSING
-        self._accepting = False
         try:
             if not was_failed and self._sender is not None:
                 await self.flush(timeout)
@@ -268,9 +299,22 @@ class Exporter:
                 await self._transport.aclose()
             if self._closed is not None:
                 self._closed.set()
+            self._summarize()
+
+    def _summarize(self) -> None:
+        """One warning at close whenever anything was not delivered: the rate limit on drop
+        warnings must not hide the tail of the loss from a script that relies on close."""
+        st = self.stats()
+        if st.dropped_total or st.unconfirmed:
+            lost = ", ".join(f"{k} {v:,}" for k, v in st.dropped.items() if v) or "none"
+            log.warning("hh_exporter: closed; %s of %s accepted events were not delivered "
+                        "(%s)%s", f"{st.dropped_total:,}", f"{st.accepted:,}", lost,
+                        f"; {st.unconfirmed:,} delivered but unconfirmed"
+                        if st.unconfirmed else "")
 
     def _finish_close(self) -> None:
         # Synchronous, so it completes even when the closing task is being cancelled.
+        self._close_inbox()
         self._state = _State.CLOSED
         spool = self._spool_fn()
         if self._sender is not None:
@@ -313,6 +357,10 @@ class Exporter:
         if state in (_State.NEW, _State.RUNNING) and (
             state is _State.RUNNING or self._buffer.events
         ):
+            pending = self._buffer.events + self._counters.in_flight_events + len(self._inbox)
+            if pending:
+                log.warning("hh_exporter: an Exporter was garbage-collected without aclose(); "
+                            "%d pending events are lost", pending)
             warnings.warn(
                 f"unclosed {self!r}: call 'await exporter.aclose()' or use 'async with'",
                 ResourceWarning,
@@ -336,8 +384,14 @@ class Exporter:
         """
         if not self._accepting:
             raise ExporterClosedError(self._refusal())
-        session_id, body = encode_session(
-            properties, project=self._project, source=self._source)  # type: ignore[arg-type]
+        try:
+            session_id, body = encode_session(
+                properties, project=self._project, source=self._source)  # type: ignore[arg-type]
+        except EventError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a hostile value raised while checked
+            raise EventError(f"the session cannot be checked or encoded: "
+                             f"{type(exc).__name__}") from None
         return self.start_session_encoded(session_id, body)
 
     def start_session_encoded(self, session_id: str, body: bytes) -> Session:
@@ -383,11 +437,29 @@ class Exporter:
         # once. Whether the exporter accepts events is checked here, once, before encoding.
         if not self._accepting:
             raise ExporterClosedError(self._refusal())
-        sid = None if session is None else session.session_id
-        encode = encode_model_event if route is MODEL_ROUTE else encode_event
-        event_id, data = encode(fields, self._project, self._source, sid)
+        sid, event_id, data = self._encode(route, fields, session)
         self._dispatch(route, sid, data)
         return event_id
+
+    def _encode(self, route: str, fields: dict[str, Any],
+                session: Session | None) -> tuple[str | None, str, bytes]:
+        """Check and encode one event: ``(session_id, event_id, bytes)``, or EventError."""
+        if session is None:
+            sid = None
+        elif type(session) is Session:
+            sid = session.session_id
+        else:
+            raise EventError(f"session must be a Session from Exporter.session(), got "
+                             f"{describe(session)}")
+        encode = encode_model_event if route is MODEL_ROUTE else encode_event
+        try:
+            event_id, data = encode(fields, self._project, self._source, sid)
+        except EventError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a hostile value (__getattr__, ...) raised
+            raise EventError(f"the event cannot be checked or encoded: {type(exc).__name__}"
+                             ) from None
+        return sid, event_id, data
 
     async def send_model_event(
         self, *, session: Session | None = None, timeout: float | None = None,
@@ -398,9 +470,7 @@ class Exporter:
         Raises:
             BufferFullError: No space within ``timeout`` seconds (the event is not accepted).
         """
-        sid = None if session is None else session.session_id
-        event_id, data = encode_model_event(
-            fields, self._project, self._source, sid)  # type: ignore[arg-type]
+        sid, event_id, data = self._encode(MODEL_ROUTE, fields, session)  # type: ignore[arg-type]
         await self.send_encoded(data, session_id=sid, timeout=timeout)
         return event_id
 
@@ -450,31 +520,59 @@ class Exporter:
 
     def _dispatch(self, route: str | None, sid: str | None, data: bytes) -> None:
         """Hand an encoded event (or, with ``route`` None, a session start) to the buffer:
-        directly on the loop's thread, else via the loop. The caller has checked that the
-        exporter accepts events."""
-        accept = self._accept if route is not None else self._add_start
+        directly on the loop's thread, else through the inbox. The caller has checked that
+        the exporter accepts events."""
         if threading.get_ident() == self._thread_id:
-            accept(route, sid, data)  # type: ignore[arg-type]
+            self._check_loop_alive()
+            if route is None:
+                self._add_start(None, sid, data)
+            else:
+                self._accept(route, sid, data)
             return
         with self._lock:
-            loop = self._loop
-            if loop is None:
-                accept(route, sid, data)  # type: ignore[arg-type]
-                return
-        try:
-            loop.call_soon_threadsafe(self._accept_late, route, sid, data)
-        except RuntimeError:  # the loop is closed
-            raise ExporterClosedError("the exporter's event loop is closed") from None
+            if not self._inbox_open:
+                raise ExporterClosedError(self._refusal())
+            self._inbox.append((route, sid, data))
+            loop = self._loop if len(self._inbox) == 1 else None
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._drain_inbox)
+            except RuntimeError:  # its loop is closed: nothing will ever drain the inbox
+                with self._lock:
+                    if self._inbox and self._inbox[-1][2] is data:
+                        self._inbox.pop()
+                raise ExporterClosedError("the exporter's event loop is closed") from None
 
-    def _accept_late(self, route: str | None, sid: str | None, data: bytes) -> None:
-        # Run by the loop for another thread's call, which may land after close began.
-        if not self._accepting:
-            self._counters.refused += 1
-            return
-        if route is None:
-            self._add_start(None, sid, data)
-        else:
-            self._accept(route, sid, data)
+    def _drain_inbox(self) -> None:
+        """Accept what other threads handed over (on the loop, or at close)."""
+        with self._lock:
+            items, self._inbox = self._inbox, []
+        for route, sid, data in items:
+            if route is None:
+                self._add_start(None, sid, data)
+            else:
+                self._accept(route, sid, data)
+
+    def _close_inbox(self) -> None:
+        """Refuse other threads from now on, and accept what they handed over already."""
+        with self._lock:
+            self._inbox_open = False
+        self._drain_inbox()
+
+    def _check_loop_alive(self) -> None:
+        loop = self._loop
+        if loop is not None and loop.is_closed():
+            raise ExporterClosedError(
+                "this exporter's event loop is closed (was it used from a second "
+                "asyncio.run()?): create the Exporter inside the loop that uses it, e.g. with "
+                "'async with Exporter(...)' in your main coroutine")
+
+    def _check_loop(self) -> None:
+        loop = self._loop
+        if loop is not None and loop is not asyncio.get_running_loop():
+            raise ExporterClosedError(
+                "this exporter belongs to another event loop: create the Exporter inside the "
+                "loop that uses it, e.g. with 'async with Exporter(...)' in your main coroutine")
 
     def _add_start(self, route: None, sid: str | None, body: bytes) -> None:
         assert sid is not None
@@ -545,6 +643,8 @@ class Exporter:
 
     def _drop(self, reason: DropReason, n: int, detail: str | None, status: int | None) -> None:
         self._counters.dropped[reason] += n
+        if reason in _CUT:
+            self._counters.cut += n
         now = time.monotonic()
         # One warning per reason per 10 s: a long outage must not flood the host's log.
         if now - self._last_drop_log.get(reason, -1e9) >= 10.0:
@@ -587,6 +687,8 @@ class Exporter:
         self._worker = None
         self._buffer.drain_all()  # the parent delivers these; the child must not
         self._lock = threading.Lock()
+        self._inbox = []
+        self._inbox_open = False
 
 
 def _after_fork() -> None:

@@ -111,9 +111,21 @@ class Counters:
     """Mutable counters owned by one exporter. Strictly private."""
 
     __slots__ = (
-        "accepted", "batches_sent", "delivered", "dropped", "in_flight_events",
-        "in_flight_requests", "last_error", "refused", "requests", "retries",
-        "session_mismatches", "sessions_failed", "sessions_started", "unconfirmed",
+        "accepted",
+        "batches_sent",
+        "cut",
+        "delivered",
+        "dropped",
+        "in_flight_events",
+        "in_flight_requests",
+        "last_error",
+        "refused",
+        "requests",
+        "retries",
+        "session_mismatches",
+        "sessions_failed",
+        "sessions_started",
+        "unconfirmed",
     )
 
     def __init__(self) -> None:
@@ -127,6 +139,9 @@ class Counters:
         self.retries = 0
         self.refused = 0
         self.unconfirmed = 0
+        #: Events dropped without an answer from the server (a deadline, a close, a
+        #: failure): flush() compares it to tell "all answered" from "some cut".
+        self.cut = 0
         self.sessions_started = 0
         self.sessions_failed = 0
         self.session_mismatches = 0
