@@ -79,7 +79,10 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, (TypeError, ValueError, OverflowError)) and type(exc).__module__ in (
         "builtins", "msgspec"
     ):
-        return str(exc)[:200]
+        try:  # a builtin error's text is str() of its arguments, which may be hostile too
+            return str(exc)[:200]
+        except Exception:  # noqa: BLE001
+            pass
     return f"{type(exc).__name__} raised while encoding it"
 
 

@@ -686,6 +686,8 @@ class Exporter:
         self._sender = None
         self._worker = None
         self._buffer.drain_all()  # the parent delivers these; the child must not
+        self._buffer.starts.clear()
+        self._counters = Counters()  # the child's copy has accepted nothing
         self._lock = threading.Lock()
         self._inbox = []
         self._inbox_open = False

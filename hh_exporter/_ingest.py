@@ -256,10 +256,12 @@ async def run_ingest(
                             res.lines -= 1  # not sent: counted as never read
                             break
                 res.sent += 1
+                # Every line: a send that waited for room (the common case against a slow
+                # API) would otherwise hide a Ctrl-C for thousands of lines.
+                if halted():
+                    break
                 if res.lines % 2000 == 0:
                     bar.update(res.sent)
-                    if halted():
-                        break
                     await asyncio.sleep(0)
             if res.interrupted:
                 break

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import os
 import threading
 from collections.abc import Coroutine
 from types import TracebackType
@@ -38,6 +39,9 @@ class SyncExporter:
     """
 
     def __init__(self, **kwargs: Any) -> None:
+        # After fork() (gunicorn --preload, Celery prefork) the child has a copy of this
+        # object but not its loop thread: every blocking call checks the pid first.
+        self._pid = os.getpid()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever,
                                         name="hh_exporter-sync", daemon=True)
@@ -81,9 +85,12 @@ class SyncExporter:
         """See :meth:`Exporter.log_event`; safe from any thread."""
         return self._exporter.log_event(session=session, **fields)
 
+    def _forked(self) -> bool:
+        return os.getpid() != self._pid
+
     def stats(self) -> ExporterStats:
         """A consistent snapshot, taken on the exporter's loop."""
-        if self._closed:
+        if self._closed or self._forked():
             return self._exporter.stats()
 
         async def snap() -> ExporterStats:
@@ -93,6 +100,10 @@ class SyncExporter:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until nothing is pending, or the deadline; see :meth:`Exporter.flush`."""
+        if self._forked():
+            raise ExporterClosedError(
+                "this SyncExporter was created in the parent process before fork(); create "
+                "a new one in the child")
         if self._closed:
             raise ExporterClosedError("the exporter is closed")
         deadline = self._exporter.config.close_timeout if timeout is None else timeout
@@ -104,6 +115,8 @@ class SyncExporter:
             return
         self._closed = True
         atexit.unregister(self.close)
+        if self._forked():
+            return  # the parent's exporter: the parent delivers its events, not this child
         deadline = self._exporter.config.close_timeout if timeout is None else timeout
         try:
             self._call(self._exporter.aclose(deadline), deadline + 5.0)

@@ -22,9 +22,10 @@ from ._version import __version__
 __all__ = ["MAX_ANSWER_BYTES", "AiohttpTransport", "Response", "Transport",
            "parse_retry_after"]
 
-#: The most of an answer's body that is read: an API answer (event ids of a batch, or a
-#: partial success with its errors) is far smaller.
-MAX_ANSWER_BYTES = 1024 * 1024
+#: The most of an answer's body that is read: an API answer (the event ids of a batch, or a
+#: partial success with its errors) is far smaller, and a misbehaving server's 64 MiB error
+#: page must not cost 64 MiB per request.
+MAX_ANSWER_BYTES = 256 * 1024
 
 
 class Response:

@@ -75,3 +75,61 @@ async def stored_ids(c: Collector, session_id: str) -> list[str]:
 def assert_balanced(s: ExporterStats) -> None:
     assert s.accepted == s.delivered + s.dropped_total + s.pending, s
     assert s.pending == s.buffered + s.in_flight_events, s
+
+
+class ThreadedCollector:
+    """The real collector on its own loop in a thread, for tests of synchronous code (the
+    SyncExporter, forked processes) that must not share the test's loop."""
+
+    def __init__(self, **kw: Any) -> None:
+        import threading
+
+        self._kw = kw
+        self._ready = threading.Event()
+        self._stop: Any = None
+        self._loop: Any = None
+        self.collector: Collector | None = None
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        import asyncio
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            async with Collector(token=TOKEN, **self._kw) as c:
+                self.collector = c
+                self._ready.set()
+                await self._stop.wait()
+
+        asyncio.run(main())
+
+    def start(self) -> str:
+        self._thread.start()
+        assert self._ready.wait(10)
+        assert self.collector is not None
+        return self.collector.url
+
+    def run(self, coro: Any) -> Any:
+        """Run a coroutine on the collector's loop (to read its store)."""
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def threaded_collector() -> Any:
+    tc = ThreadedCollector()
+    tc.start()
+    yield tc
+    tc.stop()
+
+
+@pytest.fixture
+def collector_url(threaded_collector: ThreadedCollector) -> str:
+    assert threaded_collector.collector is not None
+    return threaded_collector.collector.url
