@@ -114,12 +114,7 @@ class Exporter:
         )
         self._counters = Counters()
         self._own_transport = transport is None
-        self._transport: Transport = transport or AiohttpTransport(
-            config.api_url, config.api_key, timeout=config.request_timeout,
-            max_connections=config.max_in_flight + config.max_starts_in_flight,
-            user_agent_suffix=config.user_agent_suffix,
-            trust_env=config.trust_env,
-        )
+        self._transport: Transport = transport or _aiohttp_transport(config)
         self._on_drop = on_drop
         self._state = _State.NEW
         self._accepting = True
@@ -680,17 +675,33 @@ class Exporter:
         return not self._accepting
 
     def _after_fork_in_child(self) -> None:
-        self._state = _State.FORKED
-        self._accepting = False
+        # What was buffered belongs to the parent, which delivers it; the child's copy has
+        # accepted nothing. An exporter that never started (created at import, before a
+        # prefork server forked) starts afresh in the child on its own loop; one that was
+        # running is bound to a loop and a thread the child does not have, and refuses.
+        if self._state is not _State.NEW:
+            self._state = _State.FORKED
+            self._accepting = False
         self._loop = None
         self._sender = None
         self._worker = None
-        self._buffer.drain_all()  # the parent delivers these; the child must not
+        self._buffer.drain_all()
         self._buffer.starts.clear()
-        self._counters = Counters()  # the child's copy has accepted nothing
+        self._counters = Counters()
+        self._failed_sessions.clear()
         self._lock = threading.Lock()
         self._inbox = []
-        self._inbox_open = False
+        self._inbox_open = self._accepting
+        self._thread_id = threading.get_ident()
+        # A NEW exporter's transport has opened nothing yet: the child may keep it.
+
+
+def _aiohttp_transport(c: ExporterConfig) -> AiohttpTransport:
+    return AiohttpTransport(
+        c.api_url, c.api_key, timeout=c.request_timeout,
+        max_connections=c.max_in_flight + c.max_starts_in_flight,
+        user_agent_suffix=c.user_agent_suffix, trust_env=c.trust_env,
+    )
 
 
 def _after_fork() -> None:

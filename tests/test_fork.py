@@ -1,0 +1,76 @@
+"""Real fork() with an exporter: children exit, log on their own, or touch the inherited one.
+
+Each case runs ``tests/forking.py`` in a subprocess against the real collector. Exit times
+are bounded by this test's own timeout on the subprocess (``communicate`` within 20 s; a child
+waiting on a loop thread it does not have would take its close_timeout of 30 s and more),
+never by a timing threshold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from hh_exporter.collector import Collector
+
+from .conftest import TOKEN
+
+SCRIPT = Path(__file__).parent / "forking.py"
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+async def run(url: str, mode: str, child: str) -> dict[str, dict[str, object]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(SCRIPT), url, TOKEN, mode, child,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(SCRIPT.parent.parent)})
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:  # it hung: do not leave it (or its child) behind
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    result: dict[str, dict[str, object]] = {}
+    for line in out.decode().splitlines():
+        result.update(json.loads(line))
+    return result
+
+
+# A child forked from inside a running loop cannot sys.exit() through that loop (it would
+# unwind the parent's loop state, shared epoll registrations included): like multiprocessing's
+# children, it leaves with os._exit, which the "running" cases do.
+CASES = [(m, c) for m in ("sync", "preloaded", "running") for c in ("exit", "own", "inherited")
+         if (m, c) != ("running", "exit")]
+
+
+@pytest.mark.parametrize(("mode", "child"), CASES)
+async def test_fork(collector: Collector, mode: str, child: str) -> None:
+    """The parent delivers all its events; the child exits promptly and cleanly; what the
+    child logs on its own exporter is delivered; the inherited exporter refuses in the child
+    when it was running, and starts afresh when it never had (preloaded)."""
+    res = await run(collector.url, mode, child)
+    parent = res["parent"]
+    assert parent["child_exit"] == 0
+    parent_ids = parent["ids"]
+    assert isinstance(parent_ids, list) and parent["delivered"] == len(parent_ids)
+    child_ids: list[object] = []
+    if child == "own" or (child == "inherited" and mode == "preloaded"):
+        got = res["child"]
+        child_ids = list(got["ids"])  # type: ignore[call-overload]
+        assert got["delivered"] == len(child_ids) == 3
+    elif child == "inherited":
+        got = res["child"]
+        assert str(got["log"]).startswith("refused") and "fork" in str(got["log"])
+        assert got["balanced"] is True
+        if mode == "sync":
+            assert str(got["flush"]).startswith("refused")
+    assert collector.store is not None
+    stored = await collector.store.event_ids()
+    assert sorted(stored) == sorted(parent_ids + child_ids)  # each once, nothing else
