@@ -183,9 +183,27 @@ class Exporter:
             on_progress=self._progress.set,
         )
         self._state = _State.RUNNING
-        self._worker = loop.create_task(self._sender.run(), name="hh_exporter-worker")
+        self._worker = loop.create_task(self._run_worker(self._sender),
+                                        name="hh_exporter-worker")
         self._worker.add_done_callback(self._worker_done)
         self._drain_inbox()
+
+    async def _run_worker(self, sender: Sender) -> None:
+        try:
+            await sender.run()
+        except asyncio.CancelledError:
+            if self._state is _State.RUNNING:
+                # Not our close: the loop is going away (asyncio.run() ended without
+                # aclose()). Count what is left and release the connections while the loop
+                # still runs; later calls say what to do instead of returning dead ids.
+                self._fail("its event loop shut down without aclose() (did an asyncio.run() "
+                           "end?): create the Exporter inside the loop that uses it, e.g. "
+                           "'async with Exporter(...)' in your main coroutine")
+                log.error("hh_exporter: the event loop shut down under a running exporter; "
+                          "pending events are dropped as 'worker_failed'")
+                if self._own_transport:
+                    await self._transport.aclose()
+            raise
 
     def _worker_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._state is not _State.RUNNING:
