@@ -101,10 +101,7 @@ async def test_aclose_returns_on_time_when_the_server_never_answers(
     for i in range(300):
         hh.log_model_event(**model_fields(i))
     await asyncio.sleep(0.05)
-    t0 = time.monotonic()
-    await hh.aclose(0.5)
-    took = time.monotonic() - t0
-    assert took < 2.0
+    await asyncio.wait_for(hh.aclose(0.5), 10)  # the hang is 3600 s
     st = hh.stats()
     assert st.dropped["shutdown"] == 300 and st.pending == 0
     assert_balanced(st)
@@ -215,11 +212,9 @@ async def test_cancelling_the_owner_task_still_closes() -> None:
 
     task = asyncio.create_task(owner())
     await asyncio.sleep(0.05)
-    t0 = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
-    assert time.monotonic() - t0 < 2.0
+        await asyncio.wait_for(task, 10)  # the transport would sleep 60 s
     st = holder[0].stats()
     assert holder[0].closed and st.dropped["shutdown"] == 1 and st.pending == 0
 

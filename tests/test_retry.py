@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import random
 import time
@@ -72,10 +73,9 @@ async def test_retry_call_gives_up_before_a_sleep_past_the_deadline() -> None:
 
     policy = RetryPolicy(max_attempts=10, deadline=1.0, backoff_initial=0.0, backoff_max=0.0,
                          retry_after_max=10.0)
-    t0 = time.monotonic()
     with pytest.raises(RetryableStatus):
-        await retry_call(throttled, policy)
-    assert calls == 1 and time.monotonic() - t0 < 1.0
+        await asyncio.wait_for(retry_call(throttled, policy), 4)  # it would sleep 5 s
+    assert calls == 1
 
 
 async def test_non_retriable_errors_are_not_retried() -> None:
