@@ -135,6 +135,8 @@ async def test_invalid_bodies_get_400_naming_the_problem(
          "model_events[3].usage: expected object, got str"),
         ("/events/model/batch", "model_events", model_event(messages="hi"),
          "model_events[3].messages: expected array, got str"),
+        ("/events/model/batch", "model_events", model_event(usage=[1]),
+         "model_events[3].usage: expected object, got array"),
         ("/events/batch", "events", {"event_type": "nope", "inputs": {}}, "events[3].event_type"),
         ("/events/batch", "events", {"event_type": "tool"}, "missing required field inputs"),
     ],
@@ -169,9 +171,17 @@ async def test_project_is_optional_by_default(collector: Collector) -> None:
 
 
 async def test_strict_mode_requires_what_the_classic_api_did() -> None:
-    """strict=True: project and the classic fields are required, and a session event in a
-    batch is refused (the classic enum is model|tool|chain)."""
+    """strict=True: project and the classic fields are required, messages must be objects,
+    and a session event in a batch is refused (the classic enum is model|tool|chain). The
+    default mode takes what the data-plane spec takes (messages: ``items: {}``)."""
+    async with Collector(token=TOKEN) as c:
+        status, _ = await http_json(c.url, "/events/model/batch", "POST",
+                                    {"model_events": [model_event(messages=[None, "x"])]})
+        assert status == 200
     async with Collector(token=TOKEN, strict=True) as c:
+        status, resp = await http_json(c.url, "/events/model/batch", "POST",
+                                       {"model_events": [model_event(messages=[None])]})
+        assert status == 500 and "messages[0]: expected object" in resp["errors"][0]
         status, resp = await http_json(c.url, "/events/model/batch", "POST",
                                        {"model_events": [{"model": "m"}]})
         assert status == 500 and "missing required field project" in resp["errors"][0]

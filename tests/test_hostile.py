@@ -142,26 +142,35 @@ def call_strategy() -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
     return st.sampled_from(["model", "event", "session"]).flatmap(build)
 
 
-async def run_calls(url: str, calls: list[tuple[str, dict[str, Any]]]) -> list[str]:
+def make_calls(hh: Any, calls: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Make each call through ``hh`` (an Exporter or a SyncExporter); return the ids."""
     ids: list[str] = []
+    session = hh.session(session_name="hostile")
+    for kind, shown in calls:
+        fields = resolve(shown)
+        try:
+            if kind == "model":
+                ids.append(session.log_model_event(**fields))
+            elif kind == "event":
+                ids.append(session.log_event(**fields))
+            else:
+                hh.session(**fields)
+        except EventError:
+            continue
+    return ids
+
+
+def check_stats(st_: Any, ids: list[str]) -> None:
+    assert_balanced(st_)
+    assert st_.dropped_total == 0 and st_.accepted == st_.delivered == len(ids)
+
+
+async def run_calls(url: str, calls: list[tuple[str, dict[str, Any]]]) -> list[str]:
     async with fast_exporter(url) as hh:
-        session = hh.session(session_name="hostile")
-        for kind, shown in calls:
-            fields = resolve(shown)
-            try:
-                if kind == "model":
-                    ids.append(session.log_model_event(**fields))
-                elif kind == "event":
-                    ids.append(hh.log_event(**fields))
-                else:
-                    hh.session(**fields)
-            except EventError:
-                continue
+        ids = make_calls(hh, calls)
         assert not hh.closed  # the worker never died
         assert await hh.flush(5)
-    st_ = hh.stats()
-    assert_balanced(st_)
-    assert st_.dropped_total == 0 and st_.accepted == len(ids)
+    check_stats(hh.stats(), ids)
     return ids
 
 
@@ -187,6 +196,18 @@ def test_hostile_values_get_an_id_or_event_error(calls: list[tuple[str, dict[str
                     validator(schema).validate(event)
 
     asyncio.run(main())
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(calls=st.lists(call_strategy(), min_size=1, max_size=12))
+def test_hostile_values_through_the_sync_exporter(
+    collector_url: str, calls: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """The same through a SyncExporter: calls from this thread, the loop in another."""
+    with SyncExporter(api_key=TOKEN, api_url=collector_url, linger=0.01) as hh:
+        ids = make_calls(hh, calls)
+        assert hh.flush(5)
+    check_stats(hh.stats(), ids)
 
 
 @pytest.mark.parametrize("value", [[1, 2], {"a": 1}, 12345, "not-a-uuid", "", None, NoTruth()])

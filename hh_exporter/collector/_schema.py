@@ -75,15 +75,25 @@ _STRICT_EVENT = {
 _REAL_EVENT = {"event_type": EventType, "inputs": Ob}
 
 
-def _struct(name: str, fields: list[tuple[str, Any]], required: dict[str, Any]) -> type:
+#: The data-plane spec types these model fields as anything (``messages`` items included,
+#: ``items: {}``); the classic spec typed them, and strict mode keeps its types.
+_REAL_MODEL_TYPES: dict[str, Any] = {
+    "messages": list[msgspec.Raw] | None, "cost": msgspec.Raw, "template": msgspec.Raw,
+    "template_inputs": msgspec.Raw, "tools": msgspec.Raw, "response_format": msgspec.Raw,
+}
+
+
+def _struct(name: str, fields: list[tuple[str, Any]], required: dict[str, Any],
+            types: dict[str, Any] | None = None) -> type:
+    types = types or {}
     spec = [
-        (n, required[n]) if n in required else (n, t, None) for n, t in fields
+        (n, required[n]) if n in required else (n, types.get(n, t), None) for n, t in fields
     ]
     return msgspec.defstruct(name, spec, kw_only=True)
 
 
 ModelEventStrict = _struct("ModelEventStrict", _MODEL, _STRICT_MODEL)
-ModelEventLax = _struct("ModelEventLax", _MODEL, {})
+ModelEventLax = _struct("ModelEventLax", _MODEL, {}, _REAL_MODEL_TYPES)
 EventStrict = _struct("EventStrict", _EVENT, _STRICT_EVENT)
 EventLax = _struct("EventLax", _EVENT, _REAL_EVENT)
 
