@@ -47,6 +47,9 @@ log = logging.getLogger("hh_exporter")
 _live: weakref.WeakSet[Exporter] = weakref.WeakSet()
 #: Drop reasons that mean "no answer from the server": a flush that saw one returns False.
 _CUT = frozenset(("shutdown", "spooled", "worker_failed"))
+_DEAD_LOOP = ("this exporter's event loop is closed (was it used from a second asyncio.run()?): "
+              "create the Exporter inside the loop that uses it, e.g. with "
+              "'async with Exporter(...)' in your main coroutine")
 
 
 class _State(enum.Enum):
@@ -536,7 +539,9 @@ class Exporter:
         directly on the loop's thread, else through the inbox. The caller has checked that
         the exporter accepts events."""
         if threading.get_ident() == self._thread_id:
-            self._check_loop_alive()
+            loop = self._loop
+            if loop is not None and loop.is_closed():
+                raise ExporterClosedError(_DEAD_LOOP)
             if route is None:
                 self._add_start(None, sid, data)
             else:
@@ -571,14 +576,6 @@ class Exporter:
         with self._lock:
             self._inbox_open = False
         self._drain_inbox()
-
-    def _check_loop_alive(self) -> None:
-        loop = self._loop
-        if loop is not None and loop.is_closed():
-            raise ExporterClosedError(
-                "this exporter's event loop is closed (was it used from a second "
-                "asyncio.run()?): create the Exporter inside the loop that uses it, e.g. with "
-                "'async with Exporter(...)' in your main coroutine")
 
     def _check_loop(self) -> None:
         loop = self._loop
