@@ -16,9 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import run as bench  # noqa: E402
+import run as bench
 
-from hh_exporter import Exporter  # noqa: E402
+from hh_exporter import Exporter
 
 
 async def main() -> None:
