@@ -543,7 +543,7 @@ class Exporter:
             if loop is not None and loop.is_closed():
                 raise ExporterClosedError(_DEAD_LOOP)
             if route is None:
-                self._add_start(None, sid, data)
+                self._add_start(sid, data)
             else:
                 self._accept(route, sid, data)
             return
@@ -567,7 +567,7 @@ class Exporter:
             items, self._inbox = self._inbox, []
         for route, sid, data in items:
             if route is None:
-                self._add_start(None, sid, data)
+                self._add_start(sid, data)
             else:
                 self._accept(route, sid, data)
 
@@ -584,8 +584,8 @@ class Exporter:
                 "this exporter belongs to another event loop: create the Exporter inside the "
                 "loop that uses it, e.g. with 'async with Exporter(...)' in your main coroutine")
 
-    def _add_start(self, route: None, sid: str | None, body: bytes) -> None:
-        assert sid is not None
+    def _add_start(self, sid: str | None, body: bytes) -> None:
+        assert sid is not None  # a start always carries its session's id
         self._buffer.add_start(SessionStart(sid, body))
         if self._sender is not None:
             self._sender.wake()
