@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 
 from ._errors import ConfigError
 
-__all__ = ["DEFAULT_API_URL", "ExporterConfig", "OverflowPolicy"]
+__all__ = ["DEFAULT_API_URL", "ApiVersion", "ExporterConfig", "OverflowPolicy"]
 
 DEFAULT_API_URL = "https://api.honeyhive.ai"
 OverflowPolicy = Literal["drop_newest", "drop_oldest"]
+ApiVersion = Literal["legacy", "v1"]
 _MiB = 1024 * 1024
 
 
@@ -38,6 +39,9 @@ class ExporterConfig:
             classic and self-hosted backends require it.
         api_url: Base URL; a trailing ``/`` is stripped.
         source: ``source`` of events and sessions, e.g. ``production``.
+        api: ``legacy`` (default: ``/session/start``, ``/events/model/batch``,
+            ``/events/batch``) or ``v1`` (``/v1/sessions``, ``/v1/events/batch``, strict
+            bodies; model fields mapped into the generic ones, see the README).
         max_batch_events: A batch closes at this many events.
         max_batch_bytes: A batch body never exceeds this many bytes; a larger event is dropped
             as ``too_large`` when it is logged. Smaller bodies mean less to store twice when
@@ -76,6 +80,7 @@ class ExporterConfig:
     project: str | None = None
     api_url: str = DEFAULT_API_URL
     source: str = "dev"
+    api: ApiVersion = "legacy"
     max_batch_events: int = 500
     max_batch_bytes: int = 1 * _MiB
     linger: float = 1.0
@@ -128,6 +133,8 @@ class ExporterConfig:
             _positive_float(name, getattr(self, name))
         for name in ("linger", "backoff_initial", "breaker_cooldown"):
             _positive_float(name, getattr(self, name), allow_zero=True)
+        if self.api not in ("legacy", "v1"):
+            raise ConfigError(f"api must be 'legacy' or 'v1', got {self.api!r}")
         if self.overflow not in ("drop_newest", "drop_oldest"):
             raise ConfigError(
                 f"overflow must be 'drop_newest' or 'drop_oldest', got {self.overflow!r}"
@@ -154,7 +161,8 @@ class ExporterConfig:
         if unknown:
             raise ConfigError(f"unknown configuration option(s): {', '.join(sorted(unknown))}")
         for name, var in (("api_key", "HH_API_KEY"), ("api_url", "HH_API_URL"),
-                          ("project", "HH_PROJECT"), ("source", "HH_SOURCE")):
+                          ("project", "HH_PROJECT"), ("source", "HH_SOURCE"),
+                          ("api", "HH_API_VERSION")):
             if name not in given and env.get(var):
                 given[name] = env[var]
         given.setdefault("api_key", "")

@@ -100,7 +100,7 @@ class DemoResult:
 
 async def run_demo(
     *, events: int = 5000, sessions: int = 300, faults: bool = False, db: str = ":memory:",
-    seed: int = 7, progress: bool = True, latency: float = 0.0,
+    seed: int = 7, progress: bool = True, latency: float = 0.0, api: str = "legacy",
 ) -> DemoResult:
     """Run the demo workload against an embedded collector and check its database."""
     from .collector import Collector, Faults
@@ -118,7 +118,8 @@ async def run_demo(
     await collector.start()
     try:
         exporter = Exporter(api_key=token, project="hh-exporter-demo", api_url=collector.url,
-                            source="demo", linger=0.05, backoff_initial=0.05, backoff_max=1.0)
+                            source="demo", linger=0.05, backoff_initial=0.05, backoff_max=1.0,
+                            api=api)
         costs: list[int] = []
         ids: list[str] = []
         t0 = time.perf_counter()

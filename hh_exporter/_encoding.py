@@ -23,6 +23,8 @@ __all__ = [
     "GENERIC_ROUTE",
     "MODEL_ROUTE",
     "SESSION_ROUTE",
+    "V1_ROUTE",
+    "V1_SESSION_ROUTE",
     "batch_body",
     "body_overhead",
     "encode",
@@ -32,8 +34,17 @@ MODEL_ROUTE = "/events/model/batch"
 GENERIC_ROUTE = "/events/batch"
 SESSION_ROUTE = "/session/start"
 
-_ARRAY_KEY = {MODEL_ROUTE: b'{"model_events":[', GENERIC_ROUTE: b'{"events":['}
-_SUFFIX = b'],"is_single_session":false}'
+V1_ROUTE = "/v1/events/batch"
+V1_SESSION_ROUTE = "/v1/sessions"
+
+_LEGACY_SUFFIX = b'],"is_single_session":false}'
+# route -> (the body's start, its end): v1 rejects the legacy is_single_session alias.
+_ENVELOPE = {
+    MODEL_ROUTE: (b'{"model_events":[', _LEGACY_SUFFIX),
+    GENERIC_ROUTE: (b'{"events":[', _LEGACY_SUFFIX),
+    V1_ROUTE: (b'{"events":[', b'],"single_session":false}'),
+}
+_MAX_OVERHEAD = max(len(a) + len(b) for a, b in _ENVELOPE.values())
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -87,24 +98,25 @@ def _reason(exc: Exception) -> str:
 
 
 def body_overhead() -> int:
-    """Bytes a batch body adds around its events (commas excluded)."""
-    return len(_ARRAY_KEY[MODEL_ROUTE]) + len(_SUFFIX)
+    """Bytes a batch body adds around its events (commas excluded), on any route."""
+    return _MAX_OVERHEAD
 
 
 def batch_body(route: str, events: list[bytes]) -> bytes:
     """Join cached event bytes into a batch body for ``route``.
 
-    Every batch is mixed (``is_single_session: false``): each event carries its own
-    ``session_id``, and its session was started with ``POST /session/start`` before the
-    event left, as the official clients do.
+    Every batch is mixed (``is_single_session: false``, or v1's ``single_session: false``):
+    each event carries its own ``session_id``, and its session was started before the event
+    left, as the official clients do.
 
     The envelope is glued onto the first and last events so the body is built by one join:
     joining first and wrapping after would copy the whole body twice, and the second copy
     of a fresh multi-megabyte buffer costs ten times the first in page faults.
     """
+    start, end = _ENVELOPE[route]
     if not events:
-        return _ARRAY_KEY[route] + _SUFFIX
+        return start + end
     parts = list(events)
-    parts[0] = _ARRAY_KEY[route] + parts[0]
-    parts[-1] = parts[-1] + _SUFFIX
+    parts[0] = start + parts[0]
+    parts[-1] = parts[-1] + end
     return b",".join(parts)

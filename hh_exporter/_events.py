@@ -17,6 +17,7 @@ from typing import Any, Literal, Required, TypedDict
 from ._encoding import encode
 from ._errors import EventError
 from ._ids import new_id
+from ._v1 import event_to_v1, model_to_v1, session_to_v1
 
 __all__ = [
     "EventFields",
@@ -25,7 +26,9 @@ __all__ = [
     "check_uuid",
     "describe",
     "encode_event",
+    "encode_event_v1",
     "encode_model_event",
+    "encode_model_event_v1",
     "encode_session",
     "session_start_body",
 ]
@@ -332,14 +335,35 @@ def encode_event(
     return event_id, encode(fields)
 
 
-def encode_session(
-    fields: dict[str, Any], *, project: str | None, source: str
+def encode_model_event_v1(
+    fields: dict[str, Any], project: str | None, source: str, session_id: str | None
 ) -> tuple[str, bytes]:
-    """Check a session's properties and encode its ``POST /session/start`` body.
+    """Like :func:`encode_model_event`, as a v1 ``PostEventRequest`` (see ``_v1``)."""
+    _check_model(fields)
+    event_id = _complete(fields, None, source, session_id)
+    if "event_name" not in fields:
+        fields["event_name"] = "Model Completion"
+    return event_id, encode(model_to_v1(fields))
 
-    Returns ``(session_id, body)``; the body is ``{"session": {...}}`` as every official
-    client sends it, with ``session_id`` (client-chosen unless given), ``source``,
-    ``start_time`` and, when set, ``project``.
+
+def encode_event_v1(
+    fields: dict[str, Any], project: str | None, source: str, session_id: str | None
+) -> tuple[str, bytes]:
+    """Like :func:`encode_event`, as a v1 ``PostEventRequest``: no ``project``."""
+    event_id, _ = encode_event(fields, None, source, session_id)
+    return event_id, encode(event_to_v1(fields))
+
+
+def encode_session(
+    fields: dict[str, Any], *, project: str | None, source: str, v1: bool = False
+) -> tuple[str, bytes]:
+    """Check a session's properties and encode its start body.
+
+    Returns ``(session_id, body)``. For ``POST /session/start`` the body is
+    ``{"session": {...}}`` as every official client sends it, with ``session_id``
+    (client-chosen unless given), ``source``, ``start_time`` and, when set, ``project``; with
+    ``v1`` it is the bare ``StartSessionRequest`` of ``POST /v1/sessions``, without
+    ``project``.
     """
     _check_session(fields)
     session_id = fields.get("session_id")
@@ -347,18 +371,22 @@ def encode_session(
         session_id = fields["session_id"] = new_id()
     if "source" not in fields:
         fields["source"] = source
-    if project is not None:
-        fields["project"] = project
     start = fields.get("start_time")
     fields["start_time"] = int(time.time() * 1000) if start is None else _ms("start_time", start)
+    if v1:
+        return session_id, encode(session_to_v1(fields))
+    if project is not None:
+        fields["project"] = project
     return session_id, encode({"session": fields})
 
 
 def session_start_body(props: Mapping[str, Any], session_id: str,
-                       project: str | None) -> bytes:
-    """The ``POST /session/start`` body for properties read from a file (``ingest``)."""
+                       project: str | None, *, v1: bool = False) -> bytes:
+    """The session start body for properties read from a file (``ingest``)."""
     session = {k: v for k, v in props.items() if v is not None}
     session["session_id"] = session_id
+    if v1:
+        return encode(session_to_v1(session))
     if project is not None and "project" not in session:
         session["project"] = project
     return encode({"session": session})

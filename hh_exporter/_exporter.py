@@ -24,7 +24,15 @@ import msgspec
 from ._breaker import CircuitBreaker
 from ._buffer import Buffer, SessionStart
 from ._config import ExporterConfig
-from ._encoding import GENERIC_ROUTE, MODEL_ROUTE, body_overhead, encode
+from ._encoding import (
+    GENERIC_ROUTE,
+    MODEL_ROUTE,
+    SESSION_ROUTE,
+    V1_ROUTE,
+    V1_SESSION_ROUTE,
+    body_overhead,
+    encode,
+)
 from ._errors import BufferFullError, EventError, ExporterClosedError
 from ._events import (
     EventFields,
@@ -32,7 +40,9 @@ from ._events import (
     SessionFields,
     describe,
     encode_event,
+    encode_event_v1,
     encode_model_event,
+    encode_model_event_v1,
     encode_session,
 )
 from ._retry import RetryPolicy
@@ -104,6 +114,14 @@ class Exporter:
             raise TypeError("pass either config= or individual settings, not both")
         self.config = config
         self._project = config.project
+        self._v1 = config.api == "v1"
+        # The wire routes and encoders of the configured API generation, chosen once.
+        if self._v1:
+            self._model_route, self._generic_route = V1_ROUTE, V1_ROUTE
+            self._encode_model, self._encode_generic = encode_model_event_v1, encode_event_v1
+        else:
+            self._model_route, self._generic_route = MODEL_ROUTE, GENERIC_ROUTE
+            self._encode_model, self._encode_generic = encode_model_event, encode_event
         self._source = config.source
         # The largest event a batch body can carry.
         self._max_event = config.max_batch_bytes - body_overhead()
@@ -181,6 +199,7 @@ class Exporter:
             breaker=CircuitBreaker(c.breaker_threshold, c.breaker_cooldown),
             max_in_flight=c.max_in_flight,
             max_starts_in_flight=c.max_starts_in_flight,
+            session_route=V1_SESSION_ROUTE if self._v1 else SESSION_ROUTE,
             drop=self._drop,
             session_failed=self._session_failed,
             on_progress=self._progress.set,
@@ -402,7 +421,8 @@ class Exporter:
             raise ExporterClosedError(self._refusal())
         try:
             session_id, body = encode_session(
-                properties, project=self._project, source=self._source)  # type: ignore[arg-type]
+                properties, project=self._project, source=self._source,  # type: ignore[arg-type]
+                v1=self._v1)
         except EventError:
             raise
         except Exception as exc:  # noqa: BLE001 - a hostile value raised while checked
@@ -453,13 +473,14 @@ class Exporter:
         # once. Whether the exporter accepts events is checked here, once, before encoding.
         if not self._accepting:
             raise ExporterClosedError(self._refusal())
-        sid, event_id, data = self._encode(route, fields, session)
-        self._dispatch(route, sid, data)
+        wire, sid, event_id, data = self._encode(route, fields, session)
+        self._dispatch(wire, sid, data)
         return event_id
 
     def _encode(self, route: str, fields: dict[str, Any],
-                session: Session | None) -> tuple[str | None, str, bytes]:
-        """Check and encode one event: ``(session_id, event_id, bytes)``, or EventError."""
+                session: Session | None) -> tuple[str, str | None, str, bytes]:
+        """Check and encode one event: ``(wire route, session_id, event_id, bytes)``, or
+        EventError."""
         if session is None:
             sid = None
         elif type(session) is Session:
@@ -467,7 +488,10 @@ class Exporter:
         else:
             raise EventError(f"session must be a Session from Exporter.session(), got "
                              f"{describe(session)}")
-        encode = encode_model_event if route is MODEL_ROUTE else encode_event
+        if route is MODEL_ROUTE:
+            encode, wire = self._encode_model, self._model_route
+        else:
+            encode, wire = self._encode_generic, self._generic_route
         try:
             event_id, data = encode(fields, self._project, self._source, sid)
         except EventError:
@@ -475,7 +499,7 @@ class Exporter:
         except Exception as exc:  # noqa: BLE001 - a hostile value (__getattr__, ...) raised
             raise EventError(f"the event cannot be checked or encoded: {type(exc).__name__}"
                              ) from None
-        return sid, event_id, data
+        return wire, sid, event_id, data
 
     async def send_model_event(
         self, *, session: Session | None = None, timeout: float | None = None,
@@ -486,7 +510,8 @@ class Exporter:
         Raises:
             BufferFullError: No space within ``timeout`` seconds (the event is not accepted).
         """
-        sid, event_id, data = self._encode(MODEL_ROUTE, fields, session)  # type: ignore[arg-type]
+        _, sid, event_id, data = self._encode(
+            MODEL_ROUTE, fields, session)  # type: ignore[arg-type]
         await self.send_encoded(data, session_id=sid, timeout=timeout)
         return event_id
 
@@ -508,7 +533,7 @@ class Exporter:
         Raises:
             BufferFullError: No space within ``timeout`` seconds (the event is not accepted).
         """
-        route = GENERIC_ROUTE if generic else MODEL_ROUTE
+        route = self._generic_route if generic else self._model_route
         buf = self._buffer
         size = len(data)
         if not self._accepting:

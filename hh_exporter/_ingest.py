@@ -29,6 +29,7 @@ from ._exporter import Exporter
 from ._ids import new_id
 from ._models import SessionProperties
 from ._progress import Progress
+from ._v1 import EVENT_KEYS, event_to_v1, model_to_v1
 
 __all__ = ["IngestResult", "iter_lines", "run_ingest"]
 
@@ -97,9 +98,9 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
 
 
 def _prepare(
-    line: bytes, project: str | None, max_bytes: int
+    line: bytes, project: str | None, max_bytes: int, v1: bool = False
 ) -> tuple[bytes, bool, str | None, bytes | None]:
-    """Validate one line.
+    """Validate one line (and, with ``v1``, map it to a strict v1 event: ``_v1``).
 
     Returns: (event bytes, generic?, session_id, the session's ``/session/start`` body when
     the line brings its properties).
@@ -136,7 +137,7 @@ def _prepare(
     splice: list[bytes] = []
     if ev.event_id is None:
         splice.append(b'"event_id":"%s"' % new_id().encode())
-    if ev.project is None and project is not None:
+    if ev.project is None and project is not None and not v1:
         splice.append(b'"project":' + _encode(project))
     if not generic:
         if ev.usage is None:
@@ -157,7 +158,19 @@ def _prepare(
             raise ValueError("session_properties need a session_id (on the line or in them)")
         if ev.session_id is None:  # the event must carry the id of the session it opens
             data = b'{"session_id":"' + sid.encode() + b'",' + data[1:]
-        start = session_start_body(props_obj, sid, ev.project or project)
+        start = session_start_body(props_obj, sid, ev.project or project, v1=v1)
+    if v1:  # rare path: v1 bodies are strict, so the line is rebuilt
+        obj = msgspec.json.decode(data)
+        obj.pop("project", None)
+        if generic:
+            obj = event_to_v1(obj)
+        else:
+            obj.setdefault("event_name", "Model Completion")
+            obj = model_to_v1(obj)
+        unknown = sorted(set(obj) - EVENT_KEYS)
+        if unknown:
+            raise ValueError(f"the v1 API does not take {', '.join(unknown)}")
+        data = _encode(obj)
     if len(data) + body_overhead() > max_bytes:
         raise ValueError(f"event of {len(data)} bytes exceeds the batch limit of {max_bytes}")
     return data, generic, sid, start
@@ -181,6 +194,7 @@ async def run_ingest(
     files: list[str], exporter: Exporter | None, *, project: str | None, rejects: IO[str],
     dry_run: bool = False, progress: bool = True, max_event_bytes: int = 1024 * 1024,
     stop: asyncio.Event | None = None, refused: asyncio.Event | None = None,
+    v1: bool = False,
 ) -> IngestResult:
     """Send every valid line of ``files``; ``exporter`` may be None with ``dry_run``.
 
@@ -231,7 +245,7 @@ async def run_ingest(
                     continue
                 res.lines += 1
                 try:
-                    data, generic, sid, start = _prepare(line, project, max_event_bytes)
+                    data, generic, sid, start = _prepare(line, project, max_event_bytes, v1)
                 except (msgspec.DecodeError, ValueError, TypeError) as exc:
                     reason = _reason(exc)
                     res.rejected += 1

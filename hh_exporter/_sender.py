@@ -36,7 +36,7 @@ import msgspec
 
 from ._breaker import CircuitBreaker
 from ._buffer import Batch, Buffer, SessionStart
-from ._encoding import SESSION_ROUTE, batch_body
+from ._encoding import batch_body
 from ._errors import HHExporterError, TransportError
 from ._retry import RETRYABLE_STATUSES, RetryableStatus, RetryPolicy, retry_call
 from ._stats import Counters, DropReason
@@ -122,6 +122,7 @@ class Sender:
         breaker: CircuitBreaker,
         max_in_flight: int,
         max_starts_in_flight: int,
+        session_route: str,
         drop: DropFn,
         session_failed: SessionFailedFn,
         on_progress: Callable[[], None],
@@ -134,6 +135,7 @@ class Sender:
         self.breaker = breaker
         self.max_in_flight = max_in_flight
         self.max_starts_in_flight = max_starts_in_flight
+        self.session_route = session_route
         self._drop = drop
         self._session_failed = session_failed
         self._on_progress = on_progress
@@ -357,7 +359,7 @@ class Sender:
     async def _start(self, flight: _StartFlight) -> None:
         start = flight.start
         sid = start.session_id
-        got = await self._send(SESSION_ROUTE, start.body, f"the start of session {sid}",
+        got = await self._send(self.session_route, start.body, f"the start of session {sid}",
                                self._clock() + self.policy.deadline, _never_final)
         if isinstance(got, HHExporterError):
             self._fail_start(flight, "session_failed", f"session {sid} could not be started: "
@@ -370,8 +372,8 @@ class Sender:
             answered = _session_id(got.body)
             if answered != sid:
                 self.counters.session_mismatches += 1
-                self._warn("mismatch", "hh_exporter: POST /session/start for %s answered "
-                           "session_id %r: the session's events may be stored apart", sid,
+                self._warn("mismatch", "hh_exporter: POST %s for %s answered session_id %r: "
+                           "the session's events may be stored apart", self.session_route, sid,
                            answered)
             self.buffer.release(sid, self._clock())
             self.wake()

@@ -35,6 +35,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="inject 503s, 429s with Retry-After, random 5xx and latency")
     d.add_argument("--keep-db", metavar="PATH", help="keep the collector's SQLite file here")
     d.add_argument("--seed", type=int, default=7, help="workload seed (default 7)")
+    d.add_argument("--api", choices=("legacy", "v1"), default="legacy",
+                   help="API generation to speak (default legacy)")
     d.add_argument("--latency", type=float, default=0.0,
                    help="seconds the collector adds to each request (default 0)")
     d.add_argument("--no-progress", action="store_true", help="no progress display")
@@ -44,6 +46,8 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("--api-url", default=None, help=f"default $HH_API_URL or {DEFAULT_API_URL}")
     i.add_argument("--api-key", default=None, help="default $HH_API_KEY")
     i.add_argument("--project", default=None, help="default $HH_PROJECT")
+    i.add_argument("--api", choices=("legacy", "v1"), default=None,
+                   help="API generation to speak (default $HH_API_VERSION, else legacy)")
     i.add_argument("--rejects", metavar="PATH", default=None,
                    help="where bad lines go (default: ingest-rejects.jsonl)")
     i.add_argument("--dry-run", action="store_true", help="validate only, send nothing")
@@ -104,7 +108,8 @@ async def _demo(args: argparse.Namespace) -> int:
     print(f"hh-exporter demo: {args.events:,} events in {args.sessions:,} sessions to an "
           f"embedded collector{' with faults' if args.faults else ''}", flush=True)
     r = await run_demo(events=args.events, sessions=args.sessions, faults=args.faults, db=db,
-                       seed=args.seed, progress=not args.no_progress, latency=args.latency)
+                       seed=args.seed, progress=not args.no_progress, latency=args.latency,
+                       api=args.api)
     st = r.stats
     print("\nsummary")
     print(f"  accepted      {st.accepted:,}")
@@ -140,7 +145,7 @@ async def _ingest(args: argparse.Namespace) -> int:
     if not args.dry_run:
         try:
             config = ExporterConfig.from_env(
-                api_key=args.api_key, api_url=args.api_url, project=args.project,
+                api_key=args.api_key, api_url=args.api_url, project=args.project, api=args.api,
                 max_in_flight=args.max_in_flight, max_batch_events=args.batch_events,
                 close_timeout=args.timeout, linger=0.2,
                 # A small buffer: backpressure reaches the reader at once, memory stays flat,
@@ -157,8 +162,10 @@ async def _ingest(args: argparse.Namespace) -> int:
 
         exporter = Exporter(config=config, on_drop=on_drop)
         project = config.project
+        v1 = config.api == "v1"
     else:
         project = args.project or os.environ.get("HH_PROJECT") or None
+        v1 = (args.api or os.environ.get("HH_API_VERSION")) == "v1"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -168,12 +175,13 @@ async def _ingest(args: argparse.Namespace) -> int:
     with open(rejects_path, "w", encoding="utf-8") as rejects:  # noqa: ASYNC230
         if exporter is None:
             res = await run_ingest(args.files, None, project=project, rejects=rejects,
-                                   dry_run=True, progress=not args.no_progress, stop=stop)
+                                   dry_run=True, progress=not args.no_progress, stop=stop,
+                                   v1=v1)
         else:
             async with exporter:
                 res = await run_ingest(args.files, exporter, project=project, rejects=rejects,
                                        progress=not args.no_progress, stop=stop,
-                                       refused=refused,
+                                       refused=refused, v1=v1,
                                        max_event_bytes=exporter.config.max_batch_bytes)
                 print("flushing...", file=sys.stderr, flush=True)
                 if res.abort_reason:  # waiting would only collect more refusals

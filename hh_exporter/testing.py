@@ -30,11 +30,11 @@ def ok_answer(path: str, body: bytes) -> Response:
     """The 200 the HoneyHive API gives to ``body`` on ``path``.
 
     A batch is answered ``{"event_ids": [...], "success": true}`` with the ids it carried;
-    ``/session/start`` with the session's ``session_id``.
+    ``/session/start`` and ``/v1/sessions`` with the session's ``session_id``.
     """
     obj = msgspec.json.decode(body)
-    if path == "/session/start":
-        sid = (obj.get("session") or {}).get("session_id")
+    if path in ("/session/start", "/v1/sessions"):
+        sid = (obj.get("session") or {} if path == "/session/start" else obj).get("session_id")
         return Response(200, msgspec.json.encode({"session_id": sid, "event_id": sid}))
     events = obj.get("model_events") or obj.get("events") or []
     ids = [e.get("event_id") for e in events]
@@ -77,6 +77,11 @@ class MemoryTransport:
         return out
 
     def sessions(self) -> list[dict[str, Any]]:
-        """The ``session`` object of every ``POST /session/start``, in request order."""
-        return [msgspec.json.decode(body)["session"] for path, body in self.requests
-                if path == "/session/start"]
+        """The session of every ``POST /session/start`` or ``/v1/sessions``, in order."""
+        out: list[dict[str, Any]] = []
+        for path, body in self.requests:
+            if path == "/session/start":
+                out.append(msgspec.json.decode(body)["session"])
+            elif path == "/v1/sessions":
+                out.append(msgspec.json.decode(body))
+        return out

@@ -70,6 +70,14 @@ async def test_demo_runs_end_to_end_and_checks_the_database(tmp_path: Path) -> N
         assert word in out
 
 
+async def test_demo_in_v1_mode_passes_its_check() -> None:
+    """demo --api v1 speaks /v1/sessions and /v1/events/batch and passes the same check."""
+    code, out, err = await run_cli("demo", "--api", "v1", "--events", "600", "--sessions",
+                                   "30", "--no-progress")
+    assert code == 0, out + err
+    assert "check: PASS" in out and "30 started" in out
+
+
 async def test_demo_with_faults_retries_and_loses_nothing() -> None:
     """demo --faults shows retries and still passes its check."""
     code, out, err = await run_cli("demo", "--events", "1000", "--sessions", "40", "--faults",

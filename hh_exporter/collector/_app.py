@@ -5,6 +5,9 @@ Routes (all need ``Authorization: Bearer <token>``):
 * ``POST /session/start``, ``POST /events``, ``POST /events/model``,
   ``POST /events/batch``, ``POST /events/model/batch``, ``PUT /events``: ingestion, as the
   API documents;
+* ``POST /v1/sessions``, ``POST /v1/events``, ``POST /v1/events/batch``: the v1 generation,
+  validated as strictly as the spec says (``additionalProperties: false``; a bad event is a
+  400 naming it);
 * ``GET /stats``: requests by route and status, events received and stored, duplicate ids,
   orphan events, bytes;
 * ``GET /sessions/{session_id}`` and ``GET /sessions/{session_id}/events``: inspection;
@@ -97,7 +100,13 @@ class _Ingest:
             "/events": msgspec.json.Decoder(S.EventRequest),
             "/session/start": msgspec.json.Decoder(S.SessionStartRequest),
             "PUT /events": msgspec.json.Decoder(S.UpdateEventRequest),
+            "/v1/events/batch": msgspec.json.Decoder(S.V1Batch),
+            "/v1/events": msgspec.json.Decoder(S.V1Event),
+            "/v1/sessions": msgspec.json.Decoder(S.V1Session),
         }
+        self._v1_raw = msgspec.json.Decoder(S.V1RawBatch)
+        #: Events received by API generation, legacy or v1.
+        self.generations: Counter[str] = Counter()
 
     # -- the common envelope of every request ----------------------------------------------
 
@@ -204,6 +213,7 @@ class _Ingest:
             sessions.append((props.session_id, _props_json(props)))
         ids = [None if e is None else (e.event_id or str(uuid.uuid4())) for e in evs]
         self.events_received += len(ids)
+        self.generations["legacy"] += len(ids)
         self.events_rejected += len(bad)
         rows: list[EventRow]
         if self.store.keeps_bodies:
@@ -253,6 +263,7 @@ class _Ingest:
         sessions: list[SessionRow] = []
         row = _row(ev, eid, raw, path, model, None, sessions)
         self.events_received += 1
+        self.generations["legacy"] += 1
         await self._store([row], sessions)
         return _json({"event_id": eid, "success": True})
 
@@ -276,8 +287,55 @@ class _Ingest:
 
     async def session_start(self, body: bytes, partial: bool) -> web.Response:
         """``POST /session/start``: create or merge a session; answer the session event."""
-        req = self._decode("/session/start", body)
-        s = req.session
+        return await self._start(self._decode("/session/start", body).session)
+
+    async def v1_session(self, body: bytes, partial: bool) -> web.Response:
+        """``POST /v1/sessions``: the bare, strict ``StartSessionRequest``; idempotent on
+        ``session_id`` (SPEC-DP), answered like the legacy route."""
+        return await self._start(self._decode("/v1/sessions", body))
+
+    async def v1_batch(self, body: bytes, partial: bool) -> web.Response:
+        """``POST /v1/events/batch``: strict ``PostEventBatchRequest``. An invalid event makes
+        the whole request a 400 naming it (the v1 route documents 400 for "invalid event data
+        or missing required fields")."""
+        path = "/v1/events/batch"
+        req = self._decode(path, body)
+        sessions: list[SessionRow] = []
+        batch_sid: str | None = None
+        props = req.session_properties
+        if req.single_session:
+            batch_sid = _valid_uuid(props.session_id if props else None) or str(uuid.uuid4())
+            sessions.append((batch_sid, _encode({k: v for k, v in msgspec.to_builtins(
+                props or S.V1SessionProps()).items() if v is not None and k != "session_id"})))
+        ids = [e.event_id or str(uuid.uuid4()) for e in req.events]
+        self.events_received += len(ids)
+        self.generations["v1"] += len(ids)
+        if self.store.keeps_bodies:
+            raws = self._v1_raw.decode(body).events
+            rows = [_row(ev, eid, raw, path, False, batch_sid, sessions)
+                    for ev, eid, raw in zip(req.events, ids, raws, strict=True)]
+        else:
+            rows = [(eid, ev.session_id or batch_sid, "", path, b"")
+                    for ev, eid in zip(req.events, ids, strict=True)]
+        await self._store(rows, sessions)
+        out: dict[str, Any] = {"event_ids": ids, "success": True}
+        if batch_sid is not None:
+            out["session_id"] = batch_sid
+        return _json(out)
+
+    async def v1_event(self, body: bytes, partial: bool) -> web.Response:
+        """``POST /v1/events``: one strict ``PostEventRequest``."""
+        path = "/v1/events"
+        ev = self._decode(path, body)
+        eid = ev.event_id or str(uuid.uuid4())
+        sessions: list[SessionRow] = []
+        row = _row(ev, eid, msgspec.Raw(body), path, False, None, sessions)
+        self.events_received += 1
+        self.generations["v1"] += 1
+        await self._store([row], sessions)
+        return _json({"event_id": eid, "success": True})
+
+    async def _start(self, s: Any) -> web.Response:
         if s.session_id is not None and _valid_uuid(s.session_id) is None:
             # The API replaces an id that is not a UUID (SPEC-DP: "generates a UUIDv4 if
             # omitted or if the supplied value is not a valid UUID").
@@ -300,6 +358,8 @@ class _Ingest:
         return _json({
             "requests": by_route,
             "events_received": self.events_received,
+            "events_received_by_api": {"legacy": self.generations["legacy"],
+                                       "v1": self.generations["v1"]},
             "events_rejected": self.events_rejected,
             "events_stored": stored,
             "sessions_stored": sessions,
@@ -434,6 +494,11 @@ def build_app(
     ):
         r.add_post(path, ingest.wrap(path, handler))
     r.add_put("/events", ingest.wrap("PUT /events", ingest.update_event))
+    for path, handler in (
+        ("/v1/sessions", ingest.v1_session), ("/v1/events/batch", ingest.v1_batch),
+        ("/v1/events", ingest.v1_event),
+    ):
+        r.add_post(path, ingest.wrap(path, handler))
     for path, getter in (
         ("/stats", ingest.stats), ("/sessions/{session_id}", ingest.get_session),
         ("/sessions/{session_id}/events", ingest.get_session_events),

@@ -24,6 +24,10 @@ __all__ = [
     "SessionProps",
     "SessionStartRequest",
     "UpdateEventRequest",
+    "V1Batch",
+    "V1Event",
+    "V1RawBatch",
+    "V1Session",
     "batch_decoder",
     "event_decoder",
     "format_error",
@@ -197,6 +201,61 @@ class SessionStartRequest(msgspec.Struct, kw_only=True):
     """Body of ``POST /session/start``."""
 
     session: SessionStart
+
+
+# -- v1: strict bodies (additionalProperties: false) ------------------------------------------
+
+_V1_EVENT: list[tuple[str, Any]] = [
+    (n, t) for n, t in _EVENT if n not in ("project", "event_type", "inputs")
+]
+V1Event = msgspec.defstruct("V1Event", [
+    ("event_type", EventType), ("inputs", Ob), *((n, t, None) for n, t in _V1_EVENT),
+], kw_only=True, forbid_unknown_fields=True)
+"""``PostEventRequest``: ``event_type`` and ``inputs`` required, nothing unknown."""
+
+
+class V1SessionProps(msgspec.Struct, kw_only=True):
+    """``SessionProperties`` (extra keys allowed by the spec)."""
+
+    session_name: str | None = None
+    session_id: str | None = None
+    start_time: float | None = None
+    user_properties: Obj | None = None
+    metadata: Obj | None = None
+
+
+class V1Batch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``PostEventBatchRequest``: strict envelope and events, validated in one pass."""
+
+    events: list[V1Event]  # type: ignore[valid-type]
+    single_session: bool | None = None
+    session_properties: V1SessionProps | None = None
+
+
+class V1RawBatch(msgspec.Struct, kw_only=True):
+    """The same body, its events left raw (stored as sent)."""
+
+    events: list[msgspec.Raw]
+    single_session: bool | None = None
+    session_properties: V1SessionProps | None = None
+
+
+class V1Session(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``StartSessionRequest``: the bare body of ``POST /v1/sessions``, strict."""
+
+    session_id: str | None = None
+    session_name: str | None = None
+    event_name: str | None = None
+    source: str | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    duration: float | None = None
+    config: Obj | None = None
+    inputs: Obj | None = None
+    outputs: Obj | None = None
+    metadata: Obj | None = None
+    user_properties: Obj | None = None
+    children_ids: list[str] | None = None
 
 
 def batch_decoder(model: bool, strict: bool) -> msgspec.json.Decoder[Any]:
