@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import threading
+import time
 import uuid
 import warnings
 
@@ -49,8 +50,10 @@ def test_threads_logging_through_close_lose_no_returned_id(
     for t in threads:
         t.start()
     go.set()
-    while len(returned) < 2000:  # close while they are in full flow
-        pass
+    for _ in range(30_000):  # close while they are in full flow (bounded: 30 s at most)
+        if len(returned) >= 2000:
+            break
+        time.sleep(0.001)
     hh.close(5.0)
     for t in threads:
         t.join(30)
