@@ -259,9 +259,9 @@ class Exporter:
         pending.
 
         Returns:
-            True if everything pending was delivered or answered by the server (rejected
-            events count as answered); False if anything was cut by a deadline or a close,
-            or is still pending.
+            True if nothing is pending and nothing was cut meanwhile by a deadline, a close
+            or a failure (events the server refused or that ran out of retries are settled,
+            with their reason in :meth:`stats`); False otherwise.
 
         Raises:
             ExporterClosedError: Called on another event loop than the exporter's.
