@@ -654,7 +654,8 @@ class Exporter:
             return
         spool = self._spool_fn()
         if reason == "shutdown" and spool is not None:
-            props = msgspec.json.decode(start.body).get("session", {})
+            body = msgspec.json.decode(start.body)
+            props = body if self._v1 else body.get("session", {})
             first = held[0]
             held[0] = b'{"session_properties":' + encode(props) + (
                 b"," if first[1:].lstrip()[:1] != b"}" else b"") + first[1:]

@@ -324,13 +324,14 @@ async def test_a_server_refusing_everything_is_not_bisected_forever() -> None:
     assert_balanced(st)
 
 
+@pytest.mark.parametrize("api", ["legacy", "v1"])
 async def test_spool_keeps_what_a_deadline_cut_and_ingest_replays_it(
-    collector: Collector, tmp_path: Path
+    collector: Collector, tmp_path: Path, api: str
 ) -> None:
     """With spool_path, events cut at close are written as JSONL; ingest delivers them."""
     spool = tmp_path / "spool.jsonl"
     collector.faults.set(Faults(latency=60))  # the server hangs
-    hh = fast_exporter(collector.url, max_batch_events=20, spool_path=str(spool))
+    hh = fast_exporter(collector.url, max_batch_events=20, spool_path=str(spool), api=api)
     async with hh:
         ids = [hh.log_model_event(**model_fields(i)) for i in range(200)]
         s = hh.session(session_name="spooled")  # its start hangs: its event is held
@@ -346,7 +347,7 @@ async def test_spool_keeps_what_a_deadline_cut_and_ingest_replays_it(
     collector.faults.set(Faults())
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "hh_exporter", "ingest", str(spool), "--api-url", collector.url,
-        "--no-progress", "--rejects", str(tmp_path / "r.jsonl"),
+        "--no-progress", "--rejects", str(tmp_path / "r.jsonl"), "--api", api,
         env={**os.environ, "HH_API_KEY": TOKEN, "HH_PROJECT": "test-project"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
