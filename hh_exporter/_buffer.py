@@ -123,8 +123,8 @@ class Buffer:
         #: Set when a batch or a session start is ready (or the linger timer must be armed):
         #: the worker should call :meth:`take_ready`. The worker clears it.
         self.ready = False
-        #: Events evicted by ``drop_oldest`` since the owner last reset this to 0.
-        self.evicted = 0
+        #: Events evicted by ``drop_oldest`` since the owner last emptied this list.
+        self.evicted: list[bytes] = []
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -263,7 +263,7 @@ class Buffer:
                 del lanes[route]
         self.events -= 1
         self.nbytes -= len(data)
-        self.evicted += 1
+        self.evicted.append(data)
 
     # -- taking batches out ------------------------------------------------------------
 

@@ -91,6 +91,10 @@ class Exporter:
         transport: Replaces the aiohttp transport (for tests: :mod:`hh_exporter.testing`).
         on_drop: Called with a :class:`DropNotice` whenever events are dropped. It runs on
             the event loop and must not block; its exceptions are logged and ignored.
+        on_settled: Called with the encoded events (the very ``bytes`` objects handed to
+            :meth:`send_encoded`) whenever they are settled: delivered, or dropped with a
+            reason. For bulk loaders that checkpoint how far they got (``ingest``). Same
+            rules as ``on_drop``.
         **options: Any other :class:`ExporterConfig` field, e.g. ``linger=0.5``.
     """
 
@@ -104,6 +108,7 @@ class Exporter:
         config: ExporterConfig | None = None,
         transport: Transport | None = None,
         on_drop: DropCallback | None = None,
+        on_settled: Callable[[list[bytes]], object] | None = None,
         **options: Any,
     ) -> None:
         if config is None:
@@ -137,6 +142,7 @@ class Exporter:
         self._own_transport = transport is None
         self._transport: Transport = transport or _aiohttp_transport(config)
         self._on_drop = on_drop
+        self._on_settled = on_settled
         self._state = _State.NEW
         self._accepting = True
         self._fail_reason: str | None = None
@@ -203,6 +209,7 @@ class Exporter:
             drop=self._drop,
             session_failed=self._session_failed,
             on_progress=self._progress.set,
+            on_settled=self._settled if self._on_settled is not None else None,
         )
         self._state = _State.RUNNING
         self._worker = loop.create_task(self._run_worker(self._sender),
@@ -244,9 +251,9 @@ class Exporter:
         if self._sender is not None:
             self._sender.cancel_all("worker_failed", reason)
         self._buffer.starts.clear()
-        n = len(self._buffer.drain_all())
-        if n:
-            self._drop("worker_failed", n, reason, None)
+        left = self._buffer.drain_all()
+        if left:
+            self._drop("worker_failed", len(left), reason, None, left)
         if self._progress is not None:
             self._progress.set()
 
@@ -361,9 +368,9 @@ class Exporter:
         left = self._buffer.drain_all()
         if left:
             if spool is not None and spool(left):
-                self._drop("spooled", len(left), self.config.spool_path, None)
+                self._drop("spooled", len(left), self.config.spool_path, None, left)
             else:
-                self._drop("shutdown", len(left), "still buffered at close", None)
+                self._drop("shutdown", len(left), "still buffered at close", None, left)
         if self._worker is not None:
             self._worker.cancel()
 
@@ -620,17 +627,17 @@ class Exporter:
         buf = self._buffer
         if len(data) > self._max_event:
             self._drop("too_large", 1, f"event of {len(data)} bytes exceeds max_batch_bytes="
-                       f"{self.config.max_batch_bytes}", None)
+                       f"{self.config.max_batch_bytes}", None, [data])
             return
         if self._failed_sessions and sid is not None and sid in self._failed_sessions:
-            self._drop("session_failed", 1, self._failed_sessions[sid], None)
+            self._drop("session_failed", 1, self._failed_sessions[sid], None, [data])
             return
         if not buf.append(route, sid, data, time.monotonic()):
-            self._drop("queue_full", 1, "buffer full", None)
+            self._drop("queue_full", 1, "buffer full", None, [data])
             return
         if buf.evicted:
-            n, buf.evicted = buf.evicted, 0
-            self._drop("queue_full", n, "oldest events evicted", None)
+            gone, buf.evicted = buf.evicted, []
+            self._drop("queue_full", len(gone), "oldest events evicted", None, gone)
         if buf.ready:
             sender = self._sender
             if sender is not None and sender.hungry:
@@ -660,9 +667,9 @@ class Exporter:
             held[0] = b'{"session_properties":' + encode(props) + (
                 b"," if first[1:].lstrip()[:1] != b"}" else b"") + first[1:]
             if spool(held):
-                self._drop("spooled", len(held), self.config.spool_path, None)
+                self._drop("spooled", len(held), self.config.spool_path, None, held)
                 return
-        self._drop(reason, len(held), detail, status)
+        self._drop(reason, len(held), detail, status, held)
 
     def _starts_pending(self) -> int:
         if self._sender is not None:
@@ -677,7 +684,19 @@ class Exporter:
             return f"the exporter failed and accepts no events: {self._fail_reason}"
         return "the exporter is closed and accepts no events"
 
-    def _drop(self, reason: DropReason, n: int, detail: str | None, status: int | None) -> None:
+    def _settled(self, events: list[bytes]) -> None:
+        assert self._on_settled is not None
+        try:
+            self._on_settled(events)
+        except Exception:
+            log.exception("hh_exporter: the on_settled callback raised")
+
+    def _drop(self, reason: DropReason, n: int, detail: str | None, status: int | None,
+              events: list[bytes] | None = None) -> None:
+        """Count ``n`` dropped events. The sender settles its own events; the exporter's
+        own drops pass ``events`` for ``on_settled``."""
+        if events is not None and self._on_settled is not None:
+            self._settled(events)
         self._counters.dropped[reason] += n
         if reason in _CUT:
             self._counters.cut += n

@@ -47,6 +47,7 @@ __all__ = ["Sender"]
 log = logging.getLogger("hh_exporter")
 
 DropFn = Callable[[DropReason, int, "str | None", "int | None"], None]
+SettledFn = Callable[[list[bytes]], None]
 SessionFailedFn = Callable[[SessionStart, DropReason, str, "int | None"], None]
 
 
@@ -87,15 +88,26 @@ _decode_event_id = msgspec.json.Decoder(_EventId).decode
 
 
 class _Flight:
-    """One batch's request task and how many of its events are still unresolved."""
+    """One batch's request task and which of its events are still unresolved."""
 
-    __slots__ = ("batch", "remaining", "splits_left", "task")
+    __slots__ = ("batch", "remaining", "settled", "splits_left", "task")
 
     def __init__(self, batch: Batch) -> None:
         self.batch = batch
         self.remaining = len(batch)
         self.splits_left = MAX_SPLITS
         self.task: asyncio.Task[None] | None = None
+        # ids of events settled in parts (halves of a split, a partial success); a batch
+        # settled whole, the common case, never fills it.
+        self.settled: set[int] = set()
+
+    def unsettled(self) -> list[bytes]:
+        """The events not resolved yet, in order."""
+        if self.remaining == len(self.batch):
+            return self.batch.events
+        if not self.remaining:
+            return []
+        return [e for e in self.batch.events if id(e) not in self.settled]
 
 
 class _StartFlight:
@@ -126,6 +138,7 @@ class Sender:
         drop: DropFn,
         session_failed: SessionFailedFn,
         on_progress: Callable[[], None],
+        on_settled: SettledFn | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.buffer = buffer
@@ -139,6 +152,7 @@ class Sender:
         self._drop = drop
         self._session_failed = session_failed
         self._on_progress = on_progress
+        self._on_settled = on_settled
         self._clock = clock
         self._flights: set[_Flight] = set()
         self._starts: dict[str, _StartFlight] = {}
@@ -223,12 +237,12 @@ class Sender:
         try:
             await self._deliver(flight, batch, self._clock() + self.policy.deadline)
         except asyncio.CancelledError:
-            self._resolve(flight, flight.remaining, "shutdown", "cancelled by a flush or close "
-                          "deadline", None)
+            self._resolve(flight, flight.unsettled(), "shutdown", "cancelled by a flush or "
+                          "close deadline", None)
             raise
         except Exception as exc:  # a bug in delivery must not strand events uncounted
             log.exception("hh_exporter: delivery of a batch failed unexpectedly")
-            self._resolve(flight, flight.remaining, "worker_failed", repr(exc), None)
+            self._resolve(flight, flight.unsettled(), "worker_failed", repr(exc), None)
         finally:
             self._flights.discard(flight)
             self.counters.in_flight_requests -= 1
@@ -270,9 +284,9 @@ class Sender:
         for flight in list(self._flights):
             untouched = flight.remaining == len(flight.batch)
             if spool is not None and untouched and spool(flight.batch.events):
-                self._resolve(flight, flight.remaining, "spooled", detail, None)
+                self._resolve(flight, flight.batch.events, "spooled", detail, None)
             else:
-                self._resolve(flight, flight.remaining, reason, detail, None)
+                self._resolve(flight, flight.unsettled(), reason, detail, None)
             if flight.task is not None:
                 flight.task.cancel()
         for start in list(self._starts.values()):
@@ -391,17 +405,23 @@ class Sender:
     # -- one batch -----------------------------------------------------------------------
 
     def _resolve(
-        self, flight: _Flight, n: int, reason: DropReason | None, detail: str | None,
-        status: int | None,
+        self, flight: _Flight, events: list[bytes], reason: DropReason | None,
+        detail: str | None, status: int | None,
     ) -> None:
+        """Settle ``events`` of ``flight``: delivered (``reason`` None) or dropped."""
+        n = len(events)
         if n <= 0:
             return
+        if events is not flight.batch.events:
+            flight.settled.update(map(id, events))
         flight.remaining -= n
         self.counters.in_flight_events -= n
         if reason is None:
             self.counters.delivered += n
         else:
             self._drop(reason, n, detail, status)
+        if self._on_settled is not None:
+            self._on_settled(events)
 
     async def _deliver(self, flight: _Flight, batch: Batch, deadline: float) -> None:
         body = batch_body(batch.route, batch.events)
@@ -409,7 +429,7 @@ class Sender:
                                _is_partial)
         if isinstance(got, HHExporterError):
             status = getattr(got, "status", None)
-            self._resolve(flight, len(batch), "retries_exhausted", str(got), status)
+            self._resolve(flight, batch.events, "retries_exhausted", str(got), status)
             return
         status = got.status
         if 200 <= status < 300:
@@ -420,7 +440,7 @@ class Sender:
                 self._warn("unconfirmed", "hh_exporter: the API answered HTTP %d to a batch "
                            "of %d events but confirmed %d (success false or missing event_ids)",
                            status, len(batch), confirmed)
-            self._resolve(flight, len(batch), None, None, status)
+            self._resolve(flight, batch.events, None, None, status)
             return
         if status >= 500:  # only a partial success gets here: retryable 5xx raised above
             self._partial(flight, batch, got)
@@ -428,11 +448,11 @@ class Sender:
         detail = _detail(got.body)
         if status in (401, 403):
             self._refused(status, detail)
-            self._resolve(flight, len(batch), "unauthorized", detail, status)
+            self._resolve(flight, batch.events, "unauthorized", detail, status)
             return
         if 300 <= status < 400:
             self._refused(status, detail)
-            self._resolve(flight, len(batch), "rejected", f"HTTP {status} redirect", status)
+            self._resolve(flight, batch.events, "rejected", f"HTTP {status} redirect", status)
             return
         if len(batch) > 1 and status in (413, 400, 422) and flight.splits_left > 0:
             # 413: halves are smaller. 400/422: bisect so only the invalid events are dropped.
@@ -442,18 +462,21 @@ class Sender:
             return
         reason: DropReason = "too_large" if status == 413 else "rejected"
         self.counters.last_error = f"HTTP {status}: {detail}"
-        self._resolve(flight, len(batch), reason, detail, status)
+        self._resolve(flight, batch.events, reason, detail, status)
 
     def _partial(self, flight: _Flight, batch: Batch, resp: Response) -> None:
         """Account a partial success: the ids it lists were stored, the rest refused."""
         answer = _decode_partial(resp.body)
         stored = {i.lower() for i in answer.event_ids}
-        ok = sum(1 for e in batch.events if _event_id(e) in stored)
+        ok: list[bytes] = []
+        refused: list[bytes] = []
+        for e in batch.events:
+            (ok if _event_id(e) in stored else refused).append(e)
         errors = "; ".join(str(e) for e in answer.errors[:5])[:500] or "partially created"
         self.counters.batches_sent += 1
         self.counters.last_error = f"HTTP {resp.status}: {errors}"
         self._resolve(flight, ok, None, None, resp.status)
-        self._resolve(flight, len(batch) - ok, "rejected", errors, resp.status)
+        self._resolve(flight, refused, "rejected", errors, resp.status)
 
 
 def _never_final(resp: Response) -> bool:

@@ -74,7 +74,7 @@ def test_drop_newest_refuses_and_drop_oldest_evicts() -> None:
     o = make(max_events=3, drop_oldest=True)
     for i in range(5):
         assert o.append(MODEL_ROUTE, None, ev(i), 0.0)
-    assert o.evicted == 2
+    assert o.evicted == [ev(0), ev(1)]
     assert o.take_ready(0.0, force=True)[0].events == [ev(2), ev(3), ev(4)]
 
 
@@ -150,8 +150,8 @@ def test_invariants(
         data = ev(i, size)
         if b.append(route, sid, data, now):
             accepted[data] = (route, sid)
-        evicted_total += b.evicted
-        b.evicted = 0
+        evicted_total += len(b.evicted)
+        b.evicted = []
         assert b.events <= max_events and b.nbytes <= 20_000
         if action == "take":
             take(False)
