@@ -22,6 +22,7 @@ from typing import IO, Any, Literal
 
 import msgspec
 
+from ._checkpoint import Tracker
 from ._encoding import body_overhead
 from ._errors import BufferFullError
 from ._events import check_uuid, session_start_body
@@ -72,6 +73,8 @@ class IngestResult:
     lines: int = 0
     sent: int = 0
     rejected: int = 0
+    #: Lines not read because an earlier run settled them (a checkpoint).
+    skipped: int = 0
     sessions: int = 0
     interrupted: bool = False
     abort_reason: str | None = None
@@ -79,8 +82,9 @@ class IngestResult:
     stats: Any = None
 
 
-def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(line number, line)`` of a file, ``-`` (stdin) or a ``.gz`` file."""
+def iter_lines(path: str, offset: int = 0, first: int = 1) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(line number, line)`` of a file, ``-`` (stdin) or a ``.gz`` file, from byte
+    ``offset`` (of the uncompressed stream), numbering from ``first``."""
     # Reads are buffered 1 MiB at a time from the page cache: each blocks the loop for far
     # less than a millisecond, so no thread hop is worth its cost here.
     raw: IO[bytes] | gzip.GzipFile
@@ -91,7 +95,9 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
     else:
         raw = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - closed in the finally below
     try:
-        yield from enumerate(raw, 1)
+        if offset:
+            raw.seek(offset)  # a .gz file decompresses up to it: slower, but right
+        yield from enumerate(raw, first)
     finally:
         if raw is not sys.stdin.buffer:
             raw.close()
@@ -194,7 +200,7 @@ async def run_ingest(
     files: list[str], exporter: Exporter | None, *, project: str | None, rejects: IO[str],
     dry_run: bool = False, progress: bool = True, max_event_bytes: int = 1024 * 1024,
     stop: asyncio.Event | None = None, refused: asyncio.Event | None = None,
-    v1: bool = False,
+    v1: bool = False, tracker: Tracker | None = None,
 ) -> IngestResult:
     """Send every valid line of ``files``; ``exporter`` may be None with ``dry_run``.
 
@@ -202,8 +208,10 @@ async def run_ingest(
     The first line that brings a session's properties starts the session
     (``POST /session/start``) before any of its events leave. ``stop`` (Ctrl-C) and
     ``refused`` (the API refused the key) end the run early; the line being sent then is
-    counted as not read.
+    counted as not read. With a ``tracker`` (whose ``on_settled`` the exporter calls), each
+    file resumes where an earlier run left it, and the checkpoint follows this run.
     """
+    track = tracker or Tracker(None)
     res = IngestResult()
     # Sessions started by this run, bounded: a file of millions of sessions must not hold
     # them all. A session evicted here and brought again by a later line is started again;
@@ -240,8 +248,22 @@ async def run_ingest(
 
     with Progress("ingest", None, enabled=progress) as bar:
         for path in files:
-            for n, line in iter_lines(path):
+            if path == "-":
+                if tracker is not None and tracker.checkpoint is not None:
+                    print("<stdin> cannot resume: it is read from the start and not "
+                          "checkpointed", file=sys.stderr)
+                offset, first, note, skip = 0, 0, None, False
+            else:
+                offset, first, note, skip = track.begin(path)
+            if note:
+                print(note, file=sys.stderr)
+            res.skipped += first
+            if skip:
+                continue
+            for n, line in iter_lines(path, offset, first + 1):
+                offset += len(line)
                 if not line.strip():
+                    track.settled_line(path, offset, n)
                     continue
                 res.lines += 1
                 try:
@@ -254,6 +276,8 @@ async def run_ingest(
                     rejects.write(_encode({"file": where, "line": n, "reason": reason,
                                            "text": line.decode("utf-8", "replace").rstrip("\n")}
                                           ).decode() + "\n")
+                    rejects.flush()  # a killed run must not lose the reasons it reported
+                    track.settled_line(path, offset, n)
                     continue
                 if start is not None and sid is not None and sid not in started:
                     started[sid] = None
@@ -263,10 +287,12 @@ async def run_ingest(
                     if exporter is not None and not dry_run:
                         exporter.start_session_encoded(sid, start)
                 if send is not None:
+                    track.sending(path, offset, n, data)
                     try:  # inline: a coroutine layer per line costs ~10% of ingest speed
                         await send(data, generic=generic, session_id=sid, timeout=0.5)
                     except BufferFullError:
                         if not await put(data, generic, sid):
+                            track.not_sent(data)
                             res.lines -= 1  # not sent: counted as never read
                             break
                 res.sent += 1
@@ -277,6 +303,9 @@ async def run_ingest(
                 if res.lines % 2000 == 0:
                     bar.update(res.sent)
                     await asyncio.sleep(0)
+            else:
+                if path != "-":
+                    track.end_file(path)
             if res.interrupted:
                 break
         bar.update(res.sent, "flushing")

@@ -51,6 +51,13 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("--rejects", metavar="PATH", default=None,
                    help="where bad lines go (default: ingest-rejects.jsonl)")
     i.add_argument("--dry-run", action="store_true", help="validate only, send nothing")
+    i.add_argument("--checkpoint", metavar="PATH", default=None,
+                   help="where to keep how far each file got (default: "
+                        "ingest-checkpoint.json beside the rejects file)")
+    i.add_argument("--no-checkpoint", action="store_true",
+                   help="keep no checkpoint: a re-run sends everything again")
+    i.add_argument("--restart", action="store_true",
+                   help="ignore the checkpoint and read every file from the start")
     i.add_argument("--timeout", type=float, default=30.0,
                    help="seconds to finish delivery at the end or on Ctrl-C (default 30)")
     i.add_argument("--max-in-flight", type=int, default=4, help="concurrent requests")
@@ -136,11 +143,21 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 async def _ingest(args: argparse.Namespace) -> int:
+    from ._checkpoint import Checkpoint, Tracker
     from ._config import ExporterConfig
     from ._exporter import Exporter
     from ._ingest import run_ingest
     from ._stats import DropNotice
 
+    rejects_path = args.rejects or "ingest-rejects.jsonl"
+    checkpoint_path = args.checkpoint or os.path.join(
+        os.path.dirname(rejects_path), "ingest-checkpoint.json")
+    tracker = None
+    if not args.dry_run and not args.no_checkpoint:
+        tracker = Tracker(Checkpoint(checkpoint_path), restart=args.restart)
+    # A resumed run keeps the rejects of the runs before it.
+    resuming = tracker is not None and not args.restart and bool(tracker.checkpoint and (
+        tracker.checkpoint.files))
     exporter = None
     if not args.dry_run:
         try:
@@ -160,7 +177,8 @@ async def _ingest(args: argparse.Namespace) -> int:
             if notice.reason == "unauthorized":
                 refused.set()
 
-        exporter = Exporter(config=config, on_drop=on_drop)
+        exporter = Exporter(config=config, on_drop=on_drop,
+                            on_settled=None if tracker is None else tracker.on_settled)
         project = config.project
         v1 = config.api == "v1"
     else:
@@ -170,29 +188,39 @@ async def _ingest(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    rejects_path = args.rejects or "ingest-rejects.jsonl"
     # The rejects file gets a line per bad input line only: small, rare writes.
-    with open(rejects_path, "w", encoding="utf-8") as rejects:  # noqa: ASYNC230
+    with open(rejects_path, "a" if resuming else "w",  # noqa: ASYNC230
+              encoding="utf-8") as rejects:
         if exporter is None:
             res = await run_ingest(args.files, None, project=project, rejects=rejects,
                                    dry_run=True, progress=not args.no_progress, stop=stop,
                                    v1=v1)
         else:
-            async with exporter:
-                res = await run_ingest(args.files, exporter, project=project, rejects=rejects,
-                                       progress=not args.no_progress, stop=stop,
-                                       refused=refused, v1=v1,
-                                       max_event_bytes=exporter.config.max_batch_bytes)
-                print("flushing...", file=sys.stderr, flush=True)
-                if res.abort_reason:  # waiting would only collect more refusals
-                    await exporter.aclose(0.5)
+            saver = None if tracker is None else asyncio.create_task(tracker.autosave())
+            try:
+                async with exporter:
+                    res = await run_ingest(
+                        args.files, exporter, project=project, rejects=rejects,
+                        progress=not args.no_progress, stop=stop, refused=refused, v1=v1,
+                        max_event_bytes=exporter.config.max_batch_bytes, tracker=tracker)
+                    print("flushing...", file=sys.stderr, flush=True)
+                    if res.abort_reason:  # waiting would only collect more refusals
+                        await exporter.aclose(0.5)
+            finally:
+                if saver is not None and tracker is not None:
+                    saver.cancel()
+                    await asyncio.gather(saver, return_exceptions=True)
+                    await tracker.save()
             res.stats = exporter.stats()
-    if res.rejected == 0:
+    if res.rejected == 0 and not resuming:
         os.unlink(rejects_path)
     print("summary")
     if res.interrupted:
         why = f" ({res.abort_reason})" if res.abort_reason else ""
         print(f"  interrupted   yes{why}: lines after the last one read were not sent")
+    if res.skipped:
+        print(f"  skipped       {res.skipped:,} lines settled by an earlier run "
+              f"(checkpoint {checkpoint_path})")
     print(f"  lines read    {res.lines:,}")
     print(f"  rejected      {res.rejected:,}" + (f" (see {rejects_path})" if res.rejected else ""))
     if args.dry_run:

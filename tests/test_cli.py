@@ -260,7 +260,8 @@ async def test_ingest_with_a_wrong_key_stops_early(collector: Collector, tmp_pat
     write_lines(src, 30000)
     code, out, err = await run_cli(
         "ingest", str(src), "--api-url", collector.url, "--no-progress", "--batch-events", "100",
-        "--max-in-flight", "1", env={"HH_API_KEY": "wrong-key", "HH_PROJECT": "cli"})
+        "--max-in-flight", "1", env={"HH_API_KEY": "wrong-key", "HH_PROJECT": "cli"},
+        cwd=tmp_path)
     assert code == 1
     assert "the API refused the API key" in out
     assert "wrong-key" not in out + err

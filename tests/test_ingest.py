@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import sys
 import uuid
 from pathlib import Path
 
 from hh_exporter._ingest import run_ingest
 from hh_exporter.collector import Collector, Faults
 
-from .conftest import fast_exporter, http_json
+from .conftest import TOKEN, fast_exporter, http_json
 
 
 def write(path: Path, n: int, sessions: int) -> None:
@@ -78,3 +80,111 @@ async def test_a_stop_is_seen_at_the_next_line(collector: Collector, tmp_path: P
     assert res.sent <= accepted_at_stop + 1
     st = hh.stats()
     assert st.accepted == res.sent and st.pending == 0
+
+
+def ingest_cmd(src: Path, url: str, tmp: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "hh_exporter", "ingest", str(src), "--api-url", url,
+            "--no-progress", "--batch-events", "500", "--max-in-flight", "4",
+            "--rejects", str(tmp / "rejects.jsonl"), *extra]
+
+
+async def run(cmd: list[str], tmp: Path) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp,
+        env={**os.environ, "HH_API_KEY": TOKEN})
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def write_ids(path: Path, n: int, bad: frozenset[int] = frozenset()) -> list[str]:
+    ids = []
+    with path.open("w") as f:
+        for i in range(1, n + 1):
+            if i in bad:
+                f.write("{not json\n")
+                continue
+            eid = str(uuid.uuid4())
+            ids.append(eid)
+            f.write(json.dumps({"event_id": eid, "model": "m", "provider": "p",
+                                "messages": [{"role": "user", "content": f"q{i}"}],
+                                "response": {"content": "a"}}) + "\n")
+    return ids
+
+
+async def test_an_ingest_killed_half_way_resumes_where_it_was(
+    collector: Collector, tmp_path: Path
+) -> None:
+    """SIGKILL part way through 50,000 lines, then the same command again: it says where it
+    resumes, every line ends up stored, and the lines stored twice are no more than what
+    was in flight at the kill, plus what settled ahead of it or in the last 50 ms before it
+    (the checkpoint moves over a contiguous settled prefix only)."""
+    src = tmp_path / "big.jsonl"
+    ids = write_ids(src, 50_000, bad=frozenset({7, 30_001}))
+    collector.faults.set(Faults(latency=0.1))
+    proc = await asyncio.create_subprocess_exec(
+        *ingest_cmd(src, collector.url, tmp_path), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL, cwd=tmp_path,
+        env={**os.environ, "HH_API_KEY": TOKEN})
+    for _ in range(1200):  # bounded: 60 s at most
+        _, stats = await http_json(collector.url, "/stats")
+        if stats["events_received"] >= 15_000 or proc.returncode is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert proc.returncode is None
+    proc.kill()
+    await proc.wait()
+    checkpoint = json.loads((tmp_path / "ingest-checkpoint.json").read_text())
+    (mark,) = checkpoint["files"].values()
+    assert 0 < mark["line"] < 50_000 and not mark["done"]
+
+    collector.faults.set(Faults())
+    code, out, err = await run(ingest_cmd(src, collector.url, tmp_path), tmp_path)
+    assert code == 1, out + err  # the two bad lines
+    assert f"resuming {src} at line {mark['line'] + 1:,}" in err
+    assert f"skipped       {mark['line']:,} lines" in out
+    assert collector.store is not None
+    stored = await collector.store.event_ids()
+    assert set(stored) == set(ids)
+    duplicates = len(stored) - len(set(stored))
+    in_flight = 4 * 500
+    assert duplicates <= 2 * in_flight, duplicates
+    rejects = (tmp_path / "rejects.jsonl").read_text().splitlines()
+    assert [json.loads(r)["line"] for r in rejects] == [7, 30_001]  # kept across the runs
+    done = json.loads((tmp_path / "ingest-checkpoint.json").read_text())
+    assert all(m["done"] for m in done["files"].values())
+
+
+async def test_an_edited_file_is_read_again_and_a_done_one_is_skipped(
+    collector: Collector, tmp_path: Path
+) -> None:
+    """A file done in an earlier run is skipped; once edited (its size or first block
+    differ) it is read from the start; --restart ignores the checkpoint."""
+    src = tmp_path / "small.jsonl"
+    first = write_ids(src, 300)
+    code, out, err = await run(ingest_cmd(src, collector.url, tmp_path), tmp_path)
+    assert code == 0, out + err
+    code, out, err = await run(ingest_cmd(src, collector.url, tmp_path), tmp_path)
+    assert code == 0 and "done in an earlier run: skipped" in err
+    assert "skipped       300 lines" in out
+    second = write_ids(src, 300)  # same size class, different content: a new file
+    code, out, err = await run(ingest_cmd(src, collector.url, tmp_path), tmp_path)
+    assert code == 0 and "changed since the checkpoint" in err
+    code, out, err = await run(ingest_cmd(src, collector.url, tmp_path, "--restart"), tmp_path)
+    assert code == 0 and "delivered     300" in out
+    assert collector.store is not None
+    stored = await collector.store.event_ids()
+    assert sorted(stored) == sorted(first + second + second)
+
+
+async def test_stdin_cannot_resume_and_says_so(collector: Collector, tmp_path: Path) -> None:
+    """stdin is read from the start every time, and the run says it is not checkpointed."""
+    src = tmp_path / "s.jsonl"
+    write_ids(src, 10)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hh_exporter", "ingest", "-", "--api-url", collector.url,
+        "--no-progress", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env={**os.environ, "HH_API_KEY": TOKEN})
+    out, err = await asyncio.wait_for(proc.communicate(src.read_bytes()), 60)
+    assert proc.returncode == 0, out.decode() + err.decode()
+    assert "<stdin> cannot resume" in err.decode()
