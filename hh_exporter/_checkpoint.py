@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import threading
 from collections import deque
 from typing import Any
 
@@ -56,6 +57,11 @@ class Checkpoint:
     def __init__(self, path: str) -> None:
         self.path = path
         self.files: dict[str, FileMark] = {}
+        # Writes run in worker threads; a save cancelled mid-write still finishes its
+        # thread, so the next one must wait for it.
+        self._write_lock = threading.Lock()
+        self._snapshots = 0  # a snapshot's number: an older one never overwrites a newer
+        self._written = 0
         try:
             with open(path, "rb") as f:
                 self.files = msgspec.json.decode(f.read(), type=_State).files
@@ -65,24 +71,30 @@ class Checkpoint:
             # A torn or foreign file must not stop the run: start over, and say so.
             log.warning("hh_exporter: ignoring the unreadable checkpoint %s: %s", path, exc)
 
-    def snapshot(self) -> bytes:
-        """The checkpoint as it stands, encoded (cheap: one mark per file)."""
-        return msgspec.json.encode(_State(files=dict(self.files)))
+    def snapshot(self) -> tuple[int, bytes]:
+        """The checkpoint as it stands, numbered and encoded (cheap: a mark per file)."""
+        self._snapshots += 1
+        return self._snapshots, msgspec.json.encode(_State(files=dict(self.files)))
 
-    def write(self, data: bytes) -> None:
-        """Write ``data`` atomically: a reader sees the old checkpoint or the new, whole."""
+    def write(self, number: int, data: bytes) -> None:
+        """Write snapshot ``data`` atomically (a reader sees the old checkpoint or the new,
+        whole), unless a newer snapshot was written already."""
         directory = os.path.dirname(os.path.abspath(self.path))
         tmp = f"{self.path}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with self._write_lock:
+            if number <= self._written:
+                return
+            self._written = number
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 class Tracker:
@@ -176,8 +188,8 @@ class Tracker:
         if self.checkpoint is None or not self._dirty:
             return
         self._dirty = False
-        data = self.checkpoint.snapshot()
-        await asyncio.to_thread(self.checkpoint.write, data)
+        number, data = self.checkpoint.snapshot()
+        await asyncio.to_thread(self.checkpoint.write, number, data)
 
     async def autosave(self, interval: float = 0.05) -> None:
         """Save whenever the checkpoint moved, at most every ``interval`` seconds, until
