@@ -117,7 +117,7 @@ class Tracker:
         """Where to start reading ``path``: ``(offset, line, message, skip)``."""
         if self.checkpoint is None:
             return 0, 0, None, False
-        key = os.path.abspath(path)
+        key = self.key(path)
         size, head = identify(path)
         mark = self.checkpoint.files.get(key)
         fresh = FileMark(size=size, head=head)
@@ -133,17 +133,22 @@ class Tracker:
             return 0, 0, None, False
         return mark.offset, mark.line, f"resuming {path} at line {mark.line + 1:,}", False
 
-    def settled_line(self, path: str, end: int, line: int) -> None:
+    @staticmethod
+    def key(path: str) -> str:
+        """The checkpoint's key of ``path`` (computed once per file: it costs a syscall)."""
+        return os.path.abspath(path)
+
+    def settled_line(self, key: str, end: int, line: int) -> None:
         """A line that needs no answer (rejected, or blank)."""
         if self.checkpoint is not None:
-            self._lines.append([os.path.abspath(path), end, line, True])
+            self._lines.append([key, end, line, True])
             self._advance()
 
-    def sending(self, path: str, end: int, line: int, data: bytes) -> None:
+    def sending(self, key: str, end: int, line: int, data: bytes) -> None:
         """A line whose event is about to be handed to the exporter (call before: the
         exporter may settle it before the hand-off returns)."""
         if self.checkpoint is not None:
-            entry = [os.path.abspath(path), end, line, False]
+            entry = [key, end, line, False]
             self._lines.append(entry)
             self._by_event[id(data)] = entry
 
@@ -152,10 +157,10 @@ class Tracker:
         if self.checkpoint is not None and self._by_event.pop(id(data), None) is not None:
             self._lines.pop()
 
-    def end_file(self, path: str) -> None:
-        """Every line of ``path`` was read: once they are settled, the file is done."""
+    def end_file(self, key: str) -> None:
+        """Every line of the file was read: once they are settled, the file is done."""
         if self.checkpoint is not None:
-            self._lines.append([os.path.abspath(path), None, None, True])
+            self._lines.append([key, None, None, True])
             self._advance()
 
     def on_settled(self, events: list[bytes]) -> None:

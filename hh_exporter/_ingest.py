@@ -257,13 +257,14 @@ async def run_ingest(
                 offset, first, note, skip = track.begin(path)
             if note:
                 print(note, file=sys.stderr)
+            key = track.key(path)
             res.skipped += first
             if skip:
                 continue
             for n, line in iter_lines(path, offset, first + 1):
                 offset += len(line)
                 if not line.strip():
-                    track.settled_line(path, offset, n)
+                    track.settled_line(key, offset, n)
                     continue
                 res.lines += 1
                 try:
@@ -277,7 +278,7 @@ async def run_ingest(
                                            "text": line.decode("utf-8", "replace").rstrip("\n")}
                                           ).decode() + "\n")
                     rejects.flush()  # a killed run must not lose the reasons it reported
-                    track.settled_line(path, offset, n)
+                    track.settled_line(key, offset, n)
                     continue
                 if start is not None and sid is not None and sid not in started:
                     started[sid] = None
@@ -287,7 +288,7 @@ async def run_ingest(
                     if exporter is not None and not dry_run:
                         exporter.start_session_encoded(sid, start)
                 if send is not None:
-                    track.sending(path, offset, n, data)
+                    track.sending(key, offset, n, data)
                     try:  # inline: a coroutine layer per line costs ~10% of ingest speed
                         await send(data, generic=generic, session_id=sid, timeout=0.5)
                     except BufferFullError:
@@ -305,7 +306,7 @@ async def run_ingest(
                     await asyncio.sleep(0)
             else:
                 if path != "-":
-                    track.end_file(path)
+                    track.end_file(key)
             if res.interrupted:
                 break
         bar.update(res.sent, "flushing")
