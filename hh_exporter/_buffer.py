@@ -117,6 +117,8 @@ class Buffer:
         self.starts: deque[SessionStart] = deque()
         # Gated sessions -> their held lanes by route (insertion order: oldest first).
         self._held: dict[Sid, dict[str, _Lane]] = {}
+        # Gated sessions -> their start body (a spool segment of their events carries it).
+        self._start_bodies: dict[Sid, bytes] = {}
         #: Events and bytes held now, gated ones included.
         self.events = 0
         self.nbytes = 0
@@ -136,6 +138,7 @@ class Buffer:
         """
         sid = start.session_id
         held = self._held.setdefault(sid, {})
+        self._start_bodies[sid] = start.body
         for route, r in list(self._routes.items()):
             lane = r.lanes.pop(sid, None)
             if lane is None:
@@ -158,9 +161,14 @@ class Buffer:
         """Whether events of ``session_id`` are held for their session's start."""
         return session_id in self._held
 
+    def start_body(self, session_id: Sid) -> bytes | None:
+        """The start body of a session whose start has not answered yet, else None."""
+        return self._start_bodies.get(session_id)
+
     def release(self, session_id: Sid, now: float) -> None:
         """The session started: its held events join the open lanes (linger counts anew)."""
         lanes = self._held.pop(session_id, None)
+        self._start_bodies.pop(session_id, None)
         if not lanes:
             return
         for route, lane in lanes.items():
@@ -177,12 +185,13 @@ class Buffer:
             if self._full(r):
                 self.ready = True
 
-    def discard(self, session_id: Sid) -> list[bytes]:
-        """The session cannot start: remove and return its held events, in order."""
+    def discard(self, session_id: Sid) -> list[tuple[str, list[bytes]]]:
+        """The session cannot start: remove and return its held events by route, in order."""
         lanes = self._held.pop(session_id, None)
-        out: list[bytes] = []
-        for lane in (lanes or {}).values():
-            out.extend(lane.events)
+        self._start_bodies.pop(session_id, None)
+        out: list[tuple[str, list[bytes]]] = []
+        for route, lane in (lanes or {}).items():
+            out.append((route, list(lane.events)))
             self.events -= len(lane.events)
             self.nbytes -= lane.nbytes
         return out
@@ -323,18 +332,19 @@ class Buffer:
         self.nbytes -= nbytes
         return Batch(route, events, nbytes)
 
-    def drain_all(self) -> list[bytes]:
-        """Remove and return every buffered event, held ones included (closing gives up).
-
-        Queued session starts are left to the caller (``starts``).
-        """
-        events = [e for r in self._routes.values() for lane in r.lanes.values()
-                  for e in lane.events]
-        events.extend(e for lanes in self._held.values() for lane in lanes.values()
-                      for e in lane.events)
+    def drain_all(self) -> list[tuple[str, list[bytes]]]:
+        """Remove and return every buffered event by route, held ones included (closing
+        gives up). Queued session starts are left to the caller (``starts``)."""
+        out: dict[str, list[bytes]] = {}
+        for route, r in self._routes.items():
+            out.setdefault(route, []).extend(e for lane in r.lanes.values() for e in lane.events)
+        for lanes in self._held.values():
+            for route, lane in lanes.items():
+                out.setdefault(route, []).extend(lane.events)
         self._routes.clear()
         self._held.clear()
+        self._start_bodies.clear()
         self.events = 0
         self.nbytes = 0
         self.ready = False
-        return events
+        return list(out.items())

@@ -20,7 +20,8 @@ from ._errors import ConfigError
 __all__ = ["DEFAULT_API_URL", "ApiVersion", "ExporterConfig", "OverflowPolicy"]
 
 DEFAULT_API_URL = "https://api.honeyhive.ai"
-OverflowPolicy = Literal["drop_newest", "drop_oldest"]
+OverflowPolicy = Literal["drop_newest", "drop_oldest", "spool"]
+SpoolFsync = Literal["segment", "always"]
 ApiVersion = Literal["legacy", "v1"]
 _MiB = 1024 * 1024
 
@@ -51,7 +52,8 @@ class ExporterConfig:
         max_buffer_events: Buffered events before the overflow policy applies.
         max_buffer_bytes: Buffered bytes before the overflow policy applies.
         overflow: ``drop_newest`` (default) or ``drop_oldest`` when the buffer is full; both
-            count the dropped event as ``queue_full``. ``send()`` waits instead.
+            count the dropped event as ``queue_full``. ``spool`` writes it to ``spool_dir``
+            instead (counted ``spooled``). ``send()`` waits instead.
         max_starts_in_flight: Concurrent ``POST /session/start`` requests, beside the
             batches: many short sessions must not wait for each other's starts. Connections
             are pooled up to ``max_in_flight + max_starts_in_flight`` (aiohttp's and
@@ -68,9 +70,15 @@ class ExporterConfig:
             (0 turns it off).
         breaker_cooldown: How long an open breaker pauses sending before one probe request.
         close_timeout: Default deadline of ``aclose()`` and of ``flush()``.
-        spool_path: If set, events cut by a ``flush``/``aclose`` deadline are appended to
-            this file as JSON lines (counted as ``spooled``), to be replayed later with
-            ``hh-exporter ingest``; otherwise they are dropped as ``shutdown``.
+        spool_dir: A directory for the durable spool. Events cut by a ``flush``/``aclose``
+            deadline (and, with ``overflow="spool"``, those the full buffer cannot take) are
+            written there as segment files (counted ``spooled``) instead of dropped; an
+            exporter started on the same directory replays them (counted ``replayed``), and
+            so can ``hh-exporter ingest``.
+        spool_max_bytes: The most the spool directory may hold; past it, events are dropped
+            as ``spool_failed``, as they are when the disk is full.
+        spool_fsync: ``segment`` (default): fsync each segment when it is closed; ``always``:
+            after every write too.
         trust_env: Honour ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from the environment,
             as requests and httpx do.
         user_agent_suffix: Appended to the ``User-Agent`` header.
@@ -98,7 +106,9 @@ class ExporterConfig:
     breaker_threshold: int = 10
     breaker_cooldown: float = 5.0
     close_timeout: float = 10.0
-    spool_path: str | None = None
+    spool_dir: str | None = None
+    spool_max_bytes: int = 1024 * _MiB
+    spool_fsync: SpoolFsync = "segment"
     trust_env: bool = True
     user_agent_suffix: str = ""
 
@@ -135,10 +145,15 @@ class ExporterConfig:
             _positive_float(name, getattr(self, name), allow_zero=True)
         if self.api not in ("legacy", "v1"):
             raise ConfigError(f"api must be 'legacy' or 'v1', got {self.api!r}")
-        if self.overflow not in ("drop_newest", "drop_oldest"):
-            raise ConfigError(
-                f"overflow must be 'drop_newest' or 'drop_oldest', got {self.overflow!r}"
-            )
+        if self.overflow not in ("drop_newest", "drop_oldest", "spool"):
+            raise ConfigError(f"overflow must be 'drop_newest', 'drop_oldest' or 'spool', got "
+                              f"{self.overflow!r}")
+        if self.overflow == "spool" and not self.spool_dir:
+            raise ConfigError("overflow='spool' needs spool_dir")
+        if self.spool_fsync not in ("segment", "always"):
+            raise ConfigError(f"spool_fsync must be 'segment' or 'always', got "
+                              f"{self.spool_fsync!r}")
+        _positive_int("spool_max_bytes", self.spool_max_bytes, minimum=self.max_batch_bytes)
 
     def __repr__(self) -> str:
         # dataclass(repr=False) on the field already hides it; spelling it out keeps it so.

@@ -31,7 +31,6 @@ from ._encoding import (
     V1_ROUTE,
     V1_SESSION_ROUTE,
     body_overhead,
-    encode,
 )
 from ._errors import BufferFullError, EventError, ExporterClosedError
 from ._events import (
@@ -48,6 +47,7 @@ from ._events import (
 from ._retry import RetryPolicy
 from ._sender import Sender
 from ._session import Session
+from ._spool import Segment, SpoolWriter, claim_segments
 from ._stats import Counters, DropCallback, DropNotice, DropReason, ExporterStats
 from ._transport import AiohttpTransport, Transport
 
@@ -143,6 +143,16 @@ class Exporter:
         self._transport: Transport = transport or _aiohttp_transport(config)
         self._on_drop = on_drop
         self._on_settled = on_settled
+        self._spool_writer = None if config.spool_dir is None else SpoolWriter(
+            config.spool_dir, max_bytes=config.spool_max_bytes,
+            fsync_always=config.spool_fsync == "always")
+        self._overflow_spool = config.overflow == "spool"
+        # The replay of spool_dir: events handed over -> their segment, until settled.
+        self._replaying: dict[int, Segment] = {}
+        self._replaying_seg: Segment | None = None
+        self._claimed: list[Segment] = []
+        self._replay_task: asyncio.Task[None] | None = None
+        self._deletions: set[asyncio.Future[None]] = set()
         self._state = _State.NEW
         self._accepting = True
         self._fail_reason: str | None = None
@@ -209,13 +219,16 @@ class Exporter:
             drop=self._drop,
             session_failed=self._session_failed,
             on_progress=self._progress.set,
-            on_settled=self._settled if self._on_settled is not None else None,
+            on_settled=self._settled if (
+                self._on_settled is not None or self._spool_writer is not None) else None,
         )
         self._state = _State.RUNNING
         self._worker = loop.create_task(self._run_worker(self._sender),
                                         name="hh_exporter-worker")
         self._worker.add_done_callback(self._worker_done)
         self._drain_inbox()
+        if self._spool_writer is not None:
+            self._replay_task = loop.create_task(self._replay(), name="hh_exporter-replay")
 
     async def _run_worker(self, sender: Sender) -> None:
         try:
@@ -251,9 +264,9 @@ class Exporter:
         if self._sender is not None:
             self._sender.cancel_all("worker_failed", reason)
         self._buffer.starts.clear()
-        left = self._buffer.drain_all()
-        if left:
+        for _, left in self._buffer.drain_all():
             self._drop("worker_failed", len(left), reason, None, left)
+        self._stop_replay()
         if self._progress is not None:
             self._progress.set()
 
@@ -337,11 +350,20 @@ class Exporter:
             self._finish_close()
             if self._worker is not None:
                 await asyncio.gather(self._worker, return_exceptions=True)
+            await self._close_spool()
             if self._own_transport:
                 await self._transport.aclose()
             if self._closed is not None:
                 self._closed.set()
             self._summarize()
+
+    async def _close_spool(self) -> None:
+        """Write what was handed to the spool, then finish deleting replayed segments."""
+        if self._spool_writer is not None:
+            await asyncio.to_thread(self._spool_writer.close)
+            await asyncio.sleep(0)  # let failed writes be counted (their callbacks)
+        if self._deletions:
+            await asyncio.gather(*self._deletions, return_exceptions=True)
 
     def _summarize(self) -> None:
         """One warning at close whenever anything was not delivered: the rate limit on drop
@@ -359,40 +381,105 @@ class Exporter:
         self._close_inbox()
         self._state = _State.CLOSED
         spool = self._spool_fn()
+        self._stop_replay()
         if self._sender is not None:
             self._sender.cancel_all(spool=spool)
         starts = self._buffer.starts
         while starts:
             self._session_failed(starts.popleft(), "shutdown", "session start still queued at "
                                  "close", None)
-        left = self._buffer.drain_all()
-        if left:
-            if spool is not None and spool(left):
-                self._drop("spooled", len(left), self.config.spool_path, None, left)
+        for route, left in self._buffer.drain_all():
+            if spool is not None and spool(route, left):
+                self._drop("spooled", len(left), self.config.spool_dir, None, left)
             else:
                 self._drop("shutdown", len(left), "still buffered at close", None, left)
         if self._worker is not None:
             self._worker.cancel()
 
-    def _spool_fn(self) -> Callable[[list[bytes]], bool] | None:
-        return self._spool if self.config.spool_path else None
+    def _spool_fn(self) -> Callable[[str, list[bytes]], bool] | None:
+        return self._spool if self._spool_writer is not None else None
 
-    def _spool(self, events: list[bytes]) -> bool:
-        """Append events to the spool file as JSON lines; False if it cannot be written.
+    def _spool(self, route: str, events: list[bytes], session: bytes | None = None) -> bool:
+        """Hand events to the spool's writer thread (never blocks); False if its queue is
+        full. A write that fails later moves them from ``spooled`` to ``spool_failed``."""
+        writer = self._spool_writer
+        assert writer is not None
+        loop = self._loop or asyncio.get_running_loop()
+        return writer.put(route, session, events, loop, self._spool_failed)
 
-        Blocking file I/O on the loop, on purpose: it runs only when a deadline has already
-        given up on the network, and it must finish even while the closing task is being
-        cancelled.
-        """
-        path = self.config.spool_path
-        assert path is not None
-        try:
-            with open(path, "ab") as f:
-                f.write(b"\n".join(events) + b"\n")
-        except OSError as exc:
-            log.error("hh_exporter: cannot write the spool file %s: %s", path, exc)
-            return False
-        return True
+    def _spool_failed(self, n: int, why: str) -> None:
+        # They were counted spooled when handed over; they are dropped either way.
+        self._counters.dropped["spooled"] -= n
+        self._drop("spool_failed", n, why, None)
+
+    # -- replaying the spool -------------------------------------------------------------
+
+    async def _replay(self) -> None:
+        """Replay what earlier exporters left in ``spool_dir``, oldest segment first, with at
+        most half the request slots' worth of events buffered ahead of live traffic."""
+        directory = self.config.spool_dir
+        assert directory is not None
+        segments = await asyncio.to_thread(claim_segments, directory)
+        self._claimed = segments
+        room = max(1, self.config.max_in_flight // 2) * self.config.max_batch_events
+        progress = self._progress
+        assert progress is not None
+        for seg in segments:
+            self._replaying_seg = seg
+            await asyncio.to_thread(seg.read)
+            self._counters.spool_torn += seg.torn
+            header = seg.header
+            if header is None:
+                seg.fed = True
+                self._segment_done(seg)
+                continue
+            sid = None
+            start_body = header.start_body
+            if start_body is not None:
+                sid = _session_id_of(start_body)
+                if sid is not None:
+                    self._dispatch(None, sid, start_body)
+            for i, data in enumerate(seg.events):
+                while self._buffer.events >= room or not self._buffer.fits(len(data)):
+                    progress.clear()
+                    await progress.wait()
+                if not self._accepting:
+                    return  # closing: _stop_replay sends the rest back to the spool
+                seg.next = i + 1
+                seg.outstanding += 1
+                self._replaying[id(data)] = seg
+                self._counters.replayed += 1
+                self._accept(header.route, sid, data)
+            seg.fed = True
+            self._segment_done(seg)
+        self._replaying_seg = None
+
+    def _stop_replay(self) -> None:
+        """At close: what the replay did not hand over yet goes back to the spool as a new
+        segment, and segments not begun are let go (another exporter may take them)."""
+        task, self._replay_task = self._replay_task, None
+        if task is None:
+            return
+        task.cancel()
+        seg = self._replaying_seg
+        if seg is not None and not seg.fed and seg.header is not None:
+            rest = seg.events[seg.next:]
+            if rest and not self._spool(seg.header.route, rest, seg.header.start_body):
+                log.error("hh_exporter: %d replayed events could not go back to the spool; "
+                          "%s is kept and will be replayed whole", len(rest), seg.path)
+                seg.outstanding = -1  # never delete it
+            seg.fed = True
+            self._segment_done(seg)
+        for other in self._claimed:
+            if other is not seg and not other.fed:
+                other.release()
+
+    def _segment_done(self, seg: Segment) -> None:
+        if seg.fed and seg.outstanding == 0:
+            seg.outstanding = -1  # once
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(seg.delete))
+            self._deletions.add(task)
+            task.add_done_callback(self._deletions.discard)
 
     def __del__(self) -> None:
         state = getattr(self, "_state", _State.CLOSED)
@@ -633,7 +720,10 @@ class Exporter:
             self._drop("session_failed", 1, self._failed_sessions[sid], None, [data])
             return
         if not buf.append(route, sid, data, time.monotonic()):
-            self._drop("queue_full", 1, "buffer full", None, [data])
+            if self._overflow_spool and self._spool(route, [data], buf.start_body(sid)):
+                self._drop("spooled", 1, "buffer full", None, [data])
+            else:
+                self._drop("queue_full", 1, "buffer full", None, [data])
             return
         if buf.evicted:
             gone, buf.evicted = buf.evicted, []
@@ -659,17 +749,13 @@ class Exporter:
                 self._failed_sessions.popitem(last=False)
         if not held:
             return
-        spool = self._spool_fn()
-        if reason == "shutdown" and spool is not None:
-            body = msgspec.json.decode(start.body)
-            props = body if self._v1 else body.get("session", {})
-            first = held[0]
-            held[0] = b'{"session_properties":' + encode(props) + (
-                b"," if first[1:].lstrip()[:1] != b"}" else b"") + first[1:]
-            if spool(held):
-                self._drop("spooled", len(held), self.config.spool_path, None, held)
-                return
-        self._drop(reason, len(held), detail, status, held)
+        spool = self._spool_writer is not None and reason == "shutdown"
+        for route, events in held:
+            # The segment carries the start body: a replay starts the session first.
+            if spool and self._spool(route, events, start.body):
+                self._drop("spooled", len(events), self.config.spool_dir, None, events)
+            else:
+                self._drop(reason, len(events), detail, status, events)
 
     def _starts_pending(self) -> int:
         if self._sender is not None:
@@ -685,7 +771,16 @@ class Exporter:
         return "the exporter is closed and accepts no events"
 
     def _settled(self, events: list[bytes]) -> None:
-        assert self._on_settled is not None
+        replaying = self._replaying
+        if replaying:
+            for data in events:
+                seg = replaying.pop(id(data), None)
+                if seg is not None:
+                    seg.outstanding -= 1
+                    if seg.fed and seg.outstanding == 0:
+                        self._segment_done(seg)
+        if self._on_settled is None:
+            return
         try:
             self._on_settled(events)
         except Exception:
@@ -695,7 +790,7 @@ class Exporter:
               events: list[bytes] | None = None) -> None:
         """Count ``n`` dropped events. The sender settles its own events; the exporter's
         own drops pass ``events`` for ``on_settled``."""
-        if events is not None and self._on_settled is not None:
+        if events is not None and (self._on_settled is not None or self._replaying):
             self._settled(events)
         self._counters.dropped[reason] += n
         if reason in _CUT:
@@ -753,7 +848,29 @@ class Exporter:
         self._inbox = []
         self._inbox_open = self._accepting
         self._thread_id = threading.get_ident()
-        # A NEW exporter's transport has opened nothing yet: the child may keep it.
+        # A NEW exporter's transport has opened nothing yet: the child may keep it. The
+        # spool's writer thread, if the parent had one, is not the child's.
+        if self._spool_writer is not None:
+            c = self.config
+            assert c.spool_dir is not None
+            self._spool_writer = SpoolWriter(c.spool_dir, max_bytes=c.spool_max_bytes,
+                                             fsync_always=c.spool_fsync == "always")
+        self._replaying = {}
+        self._replaying_seg = None
+        self._claimed = []
+        self._replay_task = None
+        self._deletions = set()
+
+
+def _session_id_of(start_body: bytes) -> str | None:
+    """The session id in a start body, legacy (``{"session": {...}}``) or v1 (bare)."""
+    try:
+        body = msgspec.json.decode(start_body)
+    except msgspec.DecodeError:
+        return None
+    session = body.get("session", body) if isinstance(body, dict) else None
+    sid = session.get("session_id") if isinstance(session, dict) else None
+    return sid if isinstance(sid, str) else None
 
 
 def _aiohttp_transport(c: ExporterConfig) -> AiohttpTransport:

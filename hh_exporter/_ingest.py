@@ -30,6 +30,7 @@ from ._exporter import Exporter
 from ._ids import new_id
 from ._models import SessionProperties
 from ._progress import Progress
+from ._spool import is_header, parse_header
 from ._v1 import EVENT_KEYS, event_to_v1, model_to_v1
 
 __all__ = ["IngestResult", "iter_lines", "run_ingest"]
@@ -182,6 +183,25 @@ def _prepare(
     return data, generic, sid, start
 
 
+def _start_spooled_session(line: bytes, exporter: Exporter | None, project: str | None,
+                           v1: bool) -> None:
+    """Start the never-started session a spool segment's header carries (its events follow
+    it in the segment), in the start body of the generation this run speaks."""
+    try:
+        header = parse_header(line)
+    except msgspec.DecodeError:
+        return
+    start_body = header.start_body
+    if start_body is None or exporter is None:
+        return
+    body = msgspec.json.decode(start_body)
+    props = body.get("session", body) if isinstance(body, dict) else None
+    if not isinstance(props, dict) or not isinstance(props.get("session_id"), str):
+        return
+    sid = props["session_id"]
+    exporter.start_session_encoded(sid, session_start_body(props, sid, project, v1=v1))
+
+
 def _reason(exc: Exception) -> str:
     """``Expected `array | null`, got `str` - at `$.messages``` -> ``messages: expected
     array, got str``."""
@@ -264,6 +284,11 @@ async def run_ingest(
             for n, line in iter_lines(path, offset, first + 1):
                 offset += len(line)
                 if not line.strip():
+                    track.settled_line(key, offset, n)
+                    continue
+                if is_header(line):  # a spool segment's header: start its session, if any
+                    _start_spooled_session(line, exporter if send is not None else None,
+                                           project, v1)
                     track.settled_line(key, offset, n)
                     continue
                 res.lines += 1

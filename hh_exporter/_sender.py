@@ -272,7 +272,7 @@ class Sender:
         self._session_failed(flight.start, reason, detail, status)
 
     def cancel_all(self, reason: DropReason = "shutdown", detail: str = "cut at a deadline",
-                   spool: Callable[[list[bytes]], bool] | None = None) -> None:
+                   spool: Callable[[str, list[bytes]], bool] | None = None) -> None:
         """Cancel every request under way and drop its events now, with ``reason``.
 
         With ``spool``, a batch none of whose events was resolved yet is handed to it and
@@ -283,7 +283,8 @@ class Sender:
         """
         for flight in list(self._flights):
             untouched = flight.remaining == len(flight.batch)
-            if spool is not None and untouched and spool(flight.batch.events):
+            if spool is not None and untouched and spool(flight.batch.route,
+                                                         flight.batch.events):
                 self._resolve(flight, flight.batch.events, "spooled", detail, None)
             else:
                 self._resolve(flight, flight.unsettled(), reason, detail, None)

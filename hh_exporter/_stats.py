@@ -15,15 +15,17 @@ __all__ = ["DROP_REASONS", "DropNotice", "DropReason", "ExporterStats"]
 
 DropReason = Literal[
     "queue_full", "too_large", "rejected", "unauthorized", "retries_exhausted", "shutdown",
-    "spooled", "worker_failed", "session_failed",
+    "spooled", "worker_failed", "session_failed", "spool_failed",
 ]
-#: Every reason an accepted event can leave without delivery. ``spooled`` events were cut by
-#: a deadline and written to ``spool_path`` for replay with ``hh-exporter ingest``.
+#: Every reason an accepted event can leave without delivery. ``spooled`` events were written
+#: to ``spool_dir`` (cut by a deadline, or overflowing the buffer) for a later exporter, or
+#: ``hh-exporter ingest``, to replay; ``spool_failed`` ones could not be (a full disk, the
+#: spool at its bound).
 #: ``session_failed`` events belong to a session whose ``POST /session/start`` was refused or
 #: ran out of retries: sent anyway, they would land in a session the API auto-creates.
 DROP_REASONS: tuple[DropReason, ...] = (
     "queue_full", "too_large", "rejected", "unauthorized", "retries_exhausted", "shutdown",
-    "spooled", "worker_failed", "session_failed",
+    "spooled", "worker_failed", "session_failed", "spool_failed",
 )
 
 
@@ -72,6 +74,10 @@ class ExporterStats:
             ``session_failed``, ``unauthorized`` or ``shutdown``).
         sessions_pending: Session starts queued or under way.
         session_mismatches: Session starts whose answer named another ``session_id``.
+        replayed: Of ``accepted``, events replayed from ``spool_dir`` (left by an earlier
+            exporter).
+        spool_torn: Lines of spool segments that could not be read (a torn last line after a
+            crash), skipped.
         breaker: Circuit breaker state: ``closed``, ``open`` or ``half_open``.
         last_error: The last delivery error, without secrets.
     """
@@ -93,6 +99,8 @@ class ExporterStats:
     sessions_failed: int
     sessions_pending: int
     session_mismatches: int
+    replayed: int
+    spool_torn: int
     breaker: str
     last_error: str | None
 
@@ -120,11 +128,13 @@ class Counters:
         "in_flight_requests",
         "last_error",
         "refused",
+        "replayed",
         "requests",
         "retries",
         "session_mismatches",
         "sessions_failed",
         "sessions_started",
+        "spool_torn",
         "unconfirmed",
     )
 
@@ -145,6 +155,8 @@ class Counters:
         self.sessions_started = 0
         self.sessions_failed = 0
         self.session_mismatches = 0
+        self.replayed = 0
+        self.spool_torn = 0
         self.last_error: str | None = None
 
     def snapshot(self, *, buffered: int, buffered_bytes: int, breaker: str,
@@ -168,6 +180,8 @@ class Counters:
             sessions_failed=self.sessions_failed,
             sessions_pending=sessions_pending,
             session_mismatches=self.session_mismatches,
+            replayed=self.replayed,
+            spool_torn=self.spool_torn,
             breaker=breaker,
             last_error=self.last_error,
         )

@@ -329,10 +329,11 @@ async def test_a_server_refusing_everything_is_not_bisected_forever() -> None:
 async def test_spool_keeps_what_a_deadline_cut_and_ingest_replays_it(
     collector: Collector, tmp_path: Path, api: str
 ) -> None:
-    """With spool_path, events cut at close are written as JSONL; ingest delivers them."""
-    spool = tmp_path / "spool.jsonl"
+    """With spool_dir, events cut at close are written as segments; hh-exporter ingest can
+    replay the segments (a never-started session's segment starts it first)."""
+    spool = tmp_path / "spool"
     collector.faults.set(Faults(latency=60))  # the server hangs
-    hh = fast_exporter(collector.url, max_batch_events=20, spool_path=str(spool), api=api)
+    hh = fast_exporter(collector.url, max_batch_events=20, spool_dir=str(spool), api=api)
     async with hh:
         ids = [hh.log_model_event(**model_fields(i)) for i in range(200)]
         s = hh.session(session_name="spooled")  # its start hangs: its event is held
@@ -342,22 +343,23 @@ async def test_spool_keeps_what_a_deadline_cut_and_ingest_replays_it(
     st = hh.stats()
     assert st.dropped["spooled"] == 201 and st.dropped_total == 201
     assert_balanced(st)
-    lines = spool.read_bytes().splitlines()
+    segments = sorted(spool.glob("seg-*.jsonl"))
+    lines = [x for seg in segments for x in seg.read_bytes().splitlines()[1:]]
     assert sorted(json.loads(x)["event_id"] for x in lines) == sorted(ids)
+    assert not list(spool.glob("*.tmp"))
 
     collector.faults.set(Faults())
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hh_exporter", "ingest", str(spool), "--api-url", collector.url,
-        "--no-progress", "--rejects", str(tmp_path / "r.jsonl"), "--api", api,
-        env={**os.environ, "HH_API_KEY": TOKEN, "HH_PROJECT": "test-project"},
+        sys.executable, "-m", "hh_exporter", "ingest", *map(str, segments),
+        "--api-url", collector.url, "--no-progress", "--rejects", str(tmp_path / "r.jsonl"),
+        "--api", api, env={**os.environ, "HH_API_KEY": TOKEN, "HH_PROJECT": "test-project"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, out.decode() + err.decode()
     stored = set(await collector.store.event_ids())  # type: ignore[union-attr]
     assert set(ids) <= stored
-    # The held event's line carried the session's properties: ingest started the session
-    # before replaying it.
+    # The held event's segment carried the session's start: ingest started it first.
     _, props = await http_json(collector.url, f"/sessions/{s.session_id}")
     assert props["session_name"] == "spooled"
     _, stats = await http_json(collector.url, "/stats")
