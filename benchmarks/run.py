@@ -15,7 +15,8 @@ Scenarios:
 5. loop health: p99 lateness of a 1 ms probe task while the exporter runs flat out;
 6. shutdown: time for ``aclose()`` to deliver N buffered events, vs N / raw POST rate;
 7. collector ingest: events/s of 500-event batches into SQLite and into ``none``;
-8. ``hh-exporter ingest`` of a JSONL file (1M lines by default) to the ``none`` collector.
+8. ``hh-exporter ingest`` of a JSONL file (1M lines by default) to the ``none`` collector;
+9. the durable spool: events/s logged into ``spool_dir`` with the sink down, and loop lag.
 """
 
 from __future__ import annotations
@@ -240,6 +241,59 @@ async def loop_lag(url: str, fields: list[dict[str, Any]]) -> dict[str, Any]:
             "max_ms": max(lags)}
 
 
+async def spool_cost(fields: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sink down (a closed port): with overflow="spool" and a 1,000-event buffer, every
+    event past the buffer goes to the spool's writer thread. Events/s logged into the spool,
+    the loop lag of a 1 ms probe meanwhile, and the time for aclose() to finish writing."""
+    import gc
+    import shutil
+    import tempfile
+
+    pool = fields[:1000]
+    lags: list[float] = []
+    done = asyncio.Event()
+
+    async def probe() -> None:
+        while not done.is_set():
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            lags.append((time.perf_counter() - t - 0.001) * 1000)
+
+    directory = tempfile.mkdtemp(prefix="hh-spool-bench-")
+    try:
+        gc.collect()
+        gc.freeze()
+        task = asyncio.create_task(probe())
+        hh = Exporter(api_key=TOKEN, api_url="http://127.0.0.1:9", spool_dir=directory,
+                      overflow="spool", max_buffer_events=1000, close_timeout=0.2,
+                      max_attempts=1000, retry_deadline=600)
+        t0 = time.perf_counter()
+        async with hh:
+            for i in range(len(fields)):
+                hh.log_model_event(**pool[i % 1000])
+                if i % 20 == 0:
+                    await asyncio.sleep(0)
+            logged = time.perf_counter() - t0
+        total = time.perf_counter() - t0
+        done.set()
+        await task
+        gc.unfreeze()
+        st = hh.stats()
+        assert st.balanced and st.pending == 0, st
+        size = await asyncio.to_thread(
+            lambda: sum(f.stat().st_size for f in Path(directory).glob("seg-*")))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    spooled = st.dropped["spooled"]
+    # Offered faster than the disk path takes it, the writer's 64 MiB queue fills and the
+    # rest is counted queue_full: both figures are reported.
+    return {"events": len(fields), "events_per_s": len(fields) / logged,
+            "spooled": spooled, "queue_full": st.dropped["queue_full"],
+            "spooled_per_s": spooled / total, "mib_per_s": size / 2**20 / total,
+            "until_written_s": total, "bytes": size, "p50_ms": pct(lags, 0.5),
+            "p99_ms": pct(lags, 0.99), "max_ms": max(lags)}
+
+
 async def shutdown(url: str, fields: list[dict[str, Any]]) -> float:
     hh = Exporter(api_key=TOKEN, project="bench", api_url=url, linger=3600,
                   max_buffer_events=len(fields) + 10, max_buffer_bytes=1 << 30,
@@ -424,6 +478,15 @@ async def main() -> None:
     print(f"{'  ' + format(n, ',') + ' events':<44}{close_s:>8.2f}{floor_close:>9.2f}"
           f"{close_s / floor_close:>7.2f}x   target <= 1.2x (floor: N / raw POST rate)")
     out.update(loop_lag=lag, shutdown_s=close_s, shutdown_floor_s=floor_close)
+
+    sp = await spool_cost(fields)
+    out["spool"] = sp
+    print(f"\n{'spool, sink down, overflow=spool':<44}{'events/s':>10}{'MiB/s':>8}"
+          f"{'lag p99':>9}{'max':>8}")
+    print(f"{'  logged (offered)':<44}{sp['events_per_s']:>10,.0f}")
+    print(f"{'  written to spool_dir':<44}{sp['spooled_per_s']:>10,.0f}{sp['mib_per_s']:>8,.0f}"
+          f"{sp['p99_ms']:>7.2f}ms{sp['max_ms']:>6.1f}ms   {sp['spooled']:,} spooled, "
+          f"{sp['queue_full']:,} queue_full (writer queue at its 64 MiB bound)")
 
     # In a fresh process: this one's allocator already holds freed memory from the runs above.
     child = await asyncio.to_thread(

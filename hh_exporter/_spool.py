@@ -151,17 +151,38 @@ class SpoolWriter:
                       self.directory, exc)
             self._used = self.max_bytes  # every write fails, and is counted
         while True:
-            item = self._queue.get()
-            if item is None:
+            items = [self._queue.get()]
+            while True:  # take everything queued: one write per run of the same segment
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in items
+            run: list[tuple[Any, ...]] = []
+            for item in items:
+                if item is None:
+                    continue
+                if run and (run[0][0], run[0][1]) != (item[0], item[1]):
+                    self._write_run(run)
+                    run = []
+                run.append(item)
+            if run:
+                self._write_run(run)
+            if stop:
                 self._close_segment()
                 return
-            route, session, events, size, loop, on_fail = item
-            with self._lock:
-                self._queued -= size
-            why = self._write(route, session, events, size)
-            if why is not None:
+
+    def _write_run(self, run: list[tuple[Any, ...]]) -> None:
+        route, session = run[0][0], run[0][1]
+        events = [e for item in run for e in item[2]]
+        size = sum(item[3] for item in run)
+        with self._lock:
+            self._queued -= size
+        why = self._write(route, session, events, size)
+        if why is not None:
+            for _, _, evs, _, loop, on_fail in run:
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
-                    loop.call_soon_threadsafe(on_fail, len(events), why)
+                    loop.call_soon_threadsafe(on_fail, len(evs), why)
 
     def _write(self, route: str, session: bytes | None, events: list[bytes],
                size: int) -> str | None:
@@ -173,16 +194,27 @@ class SpoolWriter:
             if self._key != (route, session) or self._size >= SEGMENT_BYTES:
                 self._close_segment()
                 self._open_segment(route, session)
-            data = b"\n".join(events) + b"\n"
-            self._file.write(data)
+            # Joined in pieces of about 1 MiB: one join of the whole queue would hold the
+            # GIL for the length of a 64 MiB copy, and stall the event loop with it.
+            written = 0
+            piece: list[bytes] = []
+            piece_bytes = 0
+            for e in events:
+                piece.append(e)
+                piece_bytes += len(e) + 1
+                if piece_bytes >= 1 << 20:
+                    written += self._file.write(b"\n".join(piece) + b"\n")
+                    piece, piece_bytes = [], 0
+            if piece:
+                written += self._file.write(b"\n".join(piece) + b"\n")
             self._file.flush()
             if self.fsync_always:
                 os.fsync(self._file.fileno())
         except OSError as exc:
             self._close_segment()
             return f"cannot write the spool: {exc}"
-        self._size += len(data)
-        self._used += len(data)
+        self._size += written
+        self._used += written
         return None
 
     def _open_segment(self, route: str, session: bytes | None) -> None:

@@ -23,4 +23,5 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     assert data["end_to_end"]["events"] == 2000
     assert data["short_sessions"]["events"] == 2000
     assert all(r["orphan_events"] == 0 for r in data["sessions_at_latency"])
+    assert data["spool"]["spooled"] + data["spool"]["queue_full"] == data["spool"]["events"]
     assert "floor" in proc.stdout and "raw aiohttp POST" in proc.stdout
