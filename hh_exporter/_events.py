@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Required, TypedDict
 
+import msgspec
+
 from ._encoding import encode
 from ._errors import EventError
 from ._ids import new_id
@@ -30,6 +32,7 @@ __all__ = [
     "encode_model_event",
     "encode_model_event_v1",
     "encode_session",
+    "restart_session",
     "session_start_body",
 ]
 
@@ -390,3 +393,22 @@ def session_start_body(props: Mapping[str, Any], session_id: str,
     if project is not None and "project" not in session:
         session["project"] = project
     return encode({"session": session})
+
+
+def restart_session(start_body: bytes, project: str | None, *,
+                    v1: bool) -> tuple[str | None, bytes | None]:
+    """A stored start body (legacy ``{"session": {...}}`` or v1 bare) as a start body of
+    the generation given: ``(session_id, body)``; body None if that generation cannot carry
+    the session's properties, both None if it is not a start body at all."""
+    try:
+        body = msgspec.json.decode(start_body)
+    except msgspec.DecodeError:
+        return None, None
+    props = body.get("session", body) if isinstance(body, dict) else None
+    sid = props.get("session_id") if isinstance(props, dict) else None
+    if not isinstance(props, dict) or not isinstance(sid, str):
+        return None, None
+    try:
+        return sid, session_start_body(props, sid, project, v1=v1)
+    except EventError:
+        return sid, None

@@ -19,8 +19,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Unpack
 
-import msgspec
-
 from ._breaker import CircuitBreaker
 from ._buffer import Buffer, SessionStart
 from ._config import ExporterConfig
@@ -43,7 +41,7 @@ from ._events import (
     encode_model_event,
     encode_model_event_v1,
     encode_session,
-    session_start_body,
+    restart_session,
 )
 from ._retry import RetryPolicy
 from ._sender import Sender
@@ -437,7 +435,8 @@ class Exporter:
             sid = None
             start_body = header.start_body
             if start_body is not None:
-                sid, start_body = self._restart(start_body)
+                # In the generation this exporter speaks: a segment may come from the other.
+                sid, start_body = restart_session(start_body, self._project, v1=self._v1)
                 if sid is not None and start_body is not None:
                     self._dispatch(None, sid, start_body)
             for i, data in enumerate(seg.events):
@@ -454,22 +453,6 @@ class Exporter:
             seg.fed = True
             self._segment_done(seg)
         self._replaying_seg = None
-
-    def _restart(self, start_body: bytes) -> tuple[str | None, bytes | None]:
-        """A spooled session's start body, in the generation this exporter speaks (a segment
-        may come from an exporter of the other): ``(session_id, body)``."""
-        try:
-            body = msgspec.json.decode(start_body)
-        except msgspec.DecodeError:
-            return None, None
-        props = body.get("session", body) if isinstance(body, dict) else None
-        sid = props.get("session_id") if isinstance(props, dict) else None
-        if not isinstance(props, dict) or not isinstance(sid, str):
-            return None, None
-        try:
-            return sid, session_start_body(props, sid, self._project, v1=self._v1)
-        except EventError:  # v1 cannot carry some legacy property: its events go as they are
-            return sid, None
 
     def _stop_replay(self) -> None:
         """At close: what the replay did not hand over yet goes back to the spool as a new

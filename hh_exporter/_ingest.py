@@ -25,7 +25,7 @@ import msgspec
 from ._checkpoint import Tracker
 from ._encoding import body_overhead
 from ._errors import BufferFullError
-from ._events import check_uuid, session_start_body
+from ._events import check_uuid, restart_session, session_start_body
 from ._exporter import Exporter
 from ._ids import new_id
 from ._models import SessionProperties
@@ -194,12 +194,9 @@ def _start_spooled_session(line: bytes, exporter: Exporter | None, project: str 
     start_body = header.start_body
     if start_body is None or exporter is None:
         return
-    body = msgspec.json.decode(start_body)
-    props = body.get("session", body) if isinstance(body, dict) else None
-    if not isinstance(props, dict) or not isinstance(props.get("session_id"), str):
-        return
-    sid = props["session_id"]
-    exporter.start_session_encoded(sid, session_start_body(props, sid, project, v1=v1))
+    sid, body = restart_session(start_body, project, v1=v1)
+    if sid is not None and body is not None:
+        exporter.start_session_encoded(sid, body)
 
 
 def _reason(exc: Exception) -> str:
