@@ -41,12 +41,12 @@ from ._events import (
     encode_model_event,
     encode_model_event_v1,
     encode_session,
-    restart_session,
 )
+from ._replay import Replay
 from ._retry import RetryPolicy
 from ._sender import Sender
 from ._session import Session
-from ._spool import Segment, SpoolWriter, claim_segments
+from ._spool import SpoolWriter
 from ._stats import Counters, DropCallback, DropNotice, DropReason, ExporterStats
 from ._transport import AiohttpTransport, Transport
 
@@ -146,12 +146,7 @@ class Exporter:
             config.spool_dir, max_bytes=config.spool_max_bytes,
             fsync_always=config.spool_fsync == "always")
         self._overflow_spool = config.overflow == "spool"
-        # The replay of spool_dir: events handed over -> their segment, until settled.
-        self._replaying: dict[int, Segment] = {}
-        self._replaying_seg: Segment | None = None
-        self._claimed: list[Segment] = []
-        self._replay_task: asyncio.Task[None] | None = None
-        self._deletions: set[asyncio.Future[None]] = set()
+        self._replay: Replay | None = None
         self._state = _State.NEW
         self._accepting = True
         self._fail_reason: str | None = None
@@ -226,8 +221,9 @@ class Exporter:
                                         name="hh_exporter-worker")
         self._worker.add_done_callback(self._worker_done)
         self._drain_inbox()
-        if self._spool_writer is not None:
-            self._replay_task = loop.create_task(self._replay(), name="hh_exporter-replay")
+        if self.config.spool_dir is not None:
+            self._replay = Replay(self, self.config.spool_dir)
+            self._replay.start(loop)
 
     async def _run_worker(self, sender: Sender) -> None:
         try:
@@ -265,7 +261,8 @@ class Exporter:
         self._buffer.starts.clear()
         for _, left in self._buffer.drain_all():
             self._drop("worker_failed", len(left), reason, None, left)
-        self._stop_replay()
+        if self._replay is not None:
+            self._replay.stop()
         if self._progress is not None:
             self._progress.set()
 
@@ -361,8 +358,8 @@ class Exporter:
         if self._spool_writer is not None:
             await asyncio.to_thread(self._spool_writer.close)
             await asyncio.sleep(0)  # let failed writes be counted (their callbacks)
-        if self._deletions:
-            await asyncio.gather(*self._deletions, return_exceptions=True)
+        if self._replay is not None:
+            await self._replay.wait_deletions()
 
     def _summarize(self) -> None:
         """One warning at close whenever anything was not delivered: the rate limit on drop
@@ -380,7 +377,8 @@ class Exporter:
         self._close_inbox()
         self._state = _State.CLOSED
         spool = self._spool_fn()
-        self._stop_replay()
+        if self._replay is not None:
+            self._replay.stop()
         if self._sender is not None:
             self._sender.cancel_all(spool=spool)
         starts = self._buffer.starts
@@ -410,76 +408,6 @@ class Exporter:
         # They were counted spooled when handed over; they are dropped either way.
         self._counters.dropped["spooled"] -= n
         self._drop("spool_failed", n, why, None)
-
-    # -- replaying the spool -------------------------------------------------------------
-
-    async def _replay(self) -> None:
-        """Replay what earlier exporters left in ``spool_dir``, oldest segment first, with at
-        most half the request slots' worth of events buffered ahead of live traffic."""
-        directory = self.config.spool_dir
-        assert directory is not None
-        segments = await asyncio.to_thread(claim_segments, directory)
-        self._claimed = segments
-        room = max(1, self.config.max_in_flight // 2) * self.config.max_batch_events
-        progress = self._progress
-        assert progress is not None
-        for seg in segments:
-            self._replaying_seg = seg
-            await asyncio.to_thread(seg.read)
-            self._counters.spool_torn += seg.torn
-            header = seg.header
-            if header is None:
-                seg.fed = True
-                self._segment_done(seg)
-                continue
-            sid = None
-            start_body = header.start_body
-            if start_body is not None:
-                # In the generation this exporter speaks: a segment may come from the other.
-                sid, start_body = restart_session(start_body, self._project, v1=self._v1)
-                if sid is not None and start_body is not None:
-                    self._dispatch(None, sid, start_body)
-            for i, data in enumerate(seg.events):
-                while self._buffer.events >= room or not self._buffer.fits(len(data)):
-                    progress.clear()
-                    await progress.wait()
-                if not self._accepting:
-                    return  # closing: _stop_replay sends the rest back to the spool
-                seg.next = i + 1
-                seg.outstanding += 1
-                self._replaying[id(data)] = seg
-                self._counters.replayed += 1
-                self._accept(header.route, sid, data)
-            seg.fed = True
-            self._segment_done(seg)
-        self._replaying_seg = None
-
-    def _stop_replay(self) -> None:
-        """At close: what the replay did not hand over yet goes back to the spool as a new
-        segment, and segments not begun are let go (another exporter may take them)."""
-        task, self._replay_task = self._replay_task, None
-        if task is None:
-            return
-        task.cancel()
-        seg = self._replaying_seg
-        if seg is not None and not seg.fed and seg.header is not None:
-            rest = seg.events[seg.next:]
-            if rest and not self._spool(seg.header.route, rest, seg.header.start_body):
-                log.error("hh_exporter: %d replayed events could not go back to the spool; "
-                          "%s is kept and will be replayed whole", len(rest), seg.path)
-                seg.outstanding = -1  # never delete it
-            seg.fed = True
-            self._segment_done(seg)
-        for other in self._claimed:
-            if other is not seg and not other.fed:
-                other.release()
-
-    def _segment_done(self, seg: Segment) -> None:
-        if seg.fed and seg.outstanding == 0:
-            seg.outstanding = -1  # once
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(seg.delete))
-            self._deletions.add(task)
-            task.add_done_callback(self._deletions.discard)
 
     def __del__(self) -> None:
         state = getattr(self, "_state", _State.CLOSED)
@@ -771,14 +699,8 @@ class Exporter:
         return "the exporter is closed and accepts no events"
 
     def _settled(self, events: list[bytes]) -> None:
-        replaying = self._replaying
-        if replaying:
-            for data in events:
-                seg = replaying.pop(id(data), None)
-                if seg is not None:
-                    seg.outstanding -= 1
-                    if seg.fed and seg.outstanding == 0:
-                        self._segment_done(seg)
+        if self._replay is not None and self._replay.outstanding:
+            self._replay.settled(events)
         if self._on_settled is None:
             return
         try:
@@ -790,7 +712,7 @@ class Exporter:
               events: list[bytes] | None = None) -> None:
         """Count ``n`` dropped events. The sender settles its own events; the exporter's
         own drops pass ``events`` for ``on_settled``."""
-        if events is not None and (self._on_settled is not None or self._replaying):
+        if events is not None and (self._on_settled is not None or self._replay is not None):
             self._settled(events)
         self._counters.dropped[reason] += n
         if reason in _CUT:
@@ -855,11 +777,7 @@ class Exporter:
             assert c.spool_dir is not None
             self._spool_writer = SpoolWriter(c.spool_dir, max_bytes=c.spool_max_bytes,
                                              fsync_always=c.spool_fsync == "always")
-        self._replaying = {}
-        self._replaying_seg = None
-        self._claimed = []
-        self._replay_task = None
-        self._deletions = set()
+        self._replay = None
 
 
 def _aiohttp_transport(c: ExporterConfig) -> AiohttpTransport:
