@@ -128,9 +128,11 @@ def _prepare(
     ids = {n: getattr(ev, n) for n in ("event_id", "session_id", "parent_id")
            if getattr(ev, n) is not None}
     fixed = {n: check_uuid(n, v) for n, v in ids.items()}
-    if props_obj is not None or fixed != ids:
-        # Rare path: the session's properties start the session and leave the event, and
-        # upper-case ids are lowered as the official SDKs do.
+    nulls = b"null" in data  # cheap: a top-level null would be refused by the API
+    if props_obj is not None or fixed != ids or nulls:
+        # Rare path: the session's properties start the session and leave the event,
+        # upper-case ids are lowered as the official SDKs do, and null fields are left out
+        # as they do (exclude_none; the spec types them non-null), except error.
         if props_obj is not None:
             try:
                 msgspec.convert(props_obj, SessionProperties)
@@ -140,6 +142,8 @@ def _prepare(
         obj.pop("session_properties", None)
         obj.pop("session", None)
         obj.update(fixed)
+        if nulls:
+            obj = {k: v for k, v in obj.items() if v is not None or k == "error"}
         data = _encode(obj)
     splice: list[bytes] = []
     if ev.event_id is None:

@@ -43,12 +43,16 @@ def events() -> st.SearchStrategy[dict[str, Any]]:
     def field(kind: str) -> st.SearchStrategy[Any]:
         return st.one_of(BY_TYPE[kind], WRONG) if kind != "string|null" else BY_TYPE[kind]
 
-    fields = st.fixed_dictionaries({}, optional={
-        **{name: field(kind) for name, kind in EVENT_FIELDS.items()},
+    optional = {name: field(kind) for name, kind in EVENT_FIELDS.items() if name != "inputs"}
+    # Mostly events with the required fields right, so the other fields decide.
+    required = st.fixed_dictionaries({
+        "event_type": st.sampled_from(["model", "tool", "chain", "session"]),
+        "inputs": BY_TYPE["object"]})
+    anything = st.fixed_dictionaries({}, optional={
         "event_type": st.sampled_from(["model", "tool", "chain", "session", "nope"]) | WRONG,
-        "unknown_field": st.integers(),
-    })
-    return fields
+        "inputs": field("object")})
+    rest = st.fixed_dictionaries({}, optional={**optional, "unknown_field": st.integers()})
+    return st.builds(lambda a, b: {**a, **b}, required | anything, rest)
 
 
 def legacy_accepts(ev: dict[str, Any]) -> bool:
@@ -78,5 +82,46 @@ def test_the_collector_judges_events_as_the_spec_does(batch: list[dict[str, Any]
             status, resp = await http_json(c.url, "/v1/events/batch", "POST", body)
             spec_ok = validator("PostEventBatchRequest").is_valid(body)
             assert (status == 200) == spec_ok, (status, resp)
+
+    asyncio.run(main())
+
+
+MODEL_FIELDS = {**EVENT_FIELDS, "model": "string", "provider": "string", "model_name": "string",
+                "model_version": "string", "usage": "object", "hyperparameters": "object"}
+ANY = st.none() | st.integers() | st.text(max_size=4) | st.lists(st.integers(), max_size=2) | (
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+def model_events() -> st.SearchStrategy[dict[str, Any]]:
+    def field(kind: str) -> st.SearchStrategy[Any]:
+        return st.one_of(BY_TYPE[kind], WRONG) if kind != "string|null" else BY_TYPE[kind]
+
+    return st.fixed_dictionaries({}, optional={
+        **{name: field(kind) for name, kind in MODEL_FIELDS.items()},
+        # typed as anything by the spec (messages: an array of anything)
+        "messages": st.lists(ANY, max_size=3) | WRONG,
+        **{name: ANY for name in ("response", "cost", "template", "template_inputs", "tools",
+                                  "tool_choice", "response_format")},
+    })
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(batch=st.lists(model_events(), min_size=1, max_size=4))
+def test_the_collector_judges_model_events_as_the_spec_does(
+    batch: list[dict[str, Any]]
+) -> None:
+    """Legacy /events/model/batch: an event is stored exactly when the spec's ModelEvent
+    schema holds (the route requires nothing more)."""
+
+    async def main() -> None:
+        async with Collector(token=TOKEN) as c:
+            status, resp = await http_json(c.url, "/events/model/batch", "POST",
+                                           {"model_events": batch})
+            valid = [validator("ModelEvent").is_valid(ev) for ev in batch]
+            if all(valid):
+                assert status == 200, resp
+            else:
+                assert status == 500, resp
+                assert len(resp["event_ids"]) == sum(valid), (resp, valid)
 
     asyncio.run(main())

@@ -188,3 +188,20 @@ async def test_stdin_cannot_resume_and_says_so(collector: Collector, tmp_path: P
     out, err = await asyncio.wait_for(proc.communicate(src.read_bytes()), 60)
     assert proc.returncode == 0, out.decode() + err.decode()
     assert "<stdin> cannot resume" in err.decode()
+
+
+async def test_null_fields_are_left_out_as_the_official_clients_do(
+    collector: Collector, tmp_path: Path
+) -> None:
+    """A line with null fields (the spec types them non-null, error aside) goes in without
+    them, instead of being refused by the API."""
+    src = tmp_path / "nulls.jsonl"
+    eid = str(uuid.uuid4())
+    src.write_text(json.dumps({
+        "event_id": eid, "model": "m", "provider": "p", "messages": [{"content": None}],
+        "response": {"content": "a"}, "usage": None, "metadata": None, "error": None,
+        "duration": None}) + "\n")
+    code, out, err = await run(ingest_cmd(src, collector.url, tmp_path), tmp_path)
+    assert code == 0, out + err
+    assert collector.store is not None
+    assert await collector.store.event_ids() == [eid]

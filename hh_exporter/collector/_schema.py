@@ -12,6 +12,9 @@ from one field table, so they cannot drift apart.
 
 from __future__ import annotations
 
+import functools
+import operator
+import typing
 from typing import Any, Literal
 
 import msgspec
@@ -87,13 +90,28 @@ _REAL_MODEL_TYPES: dict[str, Any] = {
 }
 
 
+def _no_null(name: str, t: Any) -> Any:
+    """``T | None`` -> ``T``: the spec types optional fields without ``null`` (absent is
+    fine, ``null`` is not), except ``error``, which it types ``string | null``."""
+    if name == "error":
+        return t
+    args = typing.get_args(t)
+    if type(None) not in args:
+        return t
+    rest = tuple(a for a in args if a is not type(None))
+    return functools.reduce(operator.or_, rest)
+
+
 def _struct(name: str, fields: list[tuple[str, Any]], required: dict[str, Any],
-            types: dict[str, Any] | None = None) -> type:
+            types: dict[str, Any] | None = None, **options: Any) -> Any:
+    """A Struct of ``fields``: the ``required`` ones, and the rest optional (absent, never
+    ``null`` unless the spec allows it)."""
     types = types or {}
     spec = [
-        (n, required[n]) if n in required else (n, types.get(n, t), None) for n, t in fields
+        (n, required[n]) if n in required else (n, _no_null(n, types.get(n, t)), None)
+        for n, t in fields
     ]
-    return msgspec.defstruct(name, spec, kw_only=True)
+    return msgspec.defstruct(name, spec, kw_only=True, **options)
 
 
 ModelEventStrict = _struct("ModelEventStrict", _MODEL, _STRICT_MODEL)
@@ -160,26 +178,18 @@ class EventRequest(msgspec.Struct, kw_only=True):
     event: msgspec.Raw
 
 
-class SessionStart(msgspec.Struct, kw_only=True):
-    """The ``session`` object of ``POST /session/start``; extra keys allowed."""
-
-    session_id: str | None = None
-    session_name: str | None = None
-    event_name: str | None = None
-    source: str | None = None
-    project: str | None = None
-    start_time: float | None = None
-    end_time: float | None = None
-    duration: float | None = None
-    config: Obj | None = None
-    inputs: Obj | None = None
-    outputs: Obj | None = None
-    metadata: Obj | None = None
-    user_properties: Obj | None = None
-    metrics: Obj | None = None
-    feedback: Obj | None = None
-    error: str | None = None
-    children_ids: list[str] | None = None
+_SESSION: list[tuple[str, Any]] = [
+    ("session_id", str | None), ("session_name", str | None), ("event_name", str | None),
+    ("source", str | None), ("start_time", float | None), ("end_time", float | None),
+    ("duration", float | None), ("config", Obj | None), ("inputs", Obj | None),
+    ("outputs", Obj | None), ("metadata", Obj | None), ("user_properties", Obj | None),
+    ("children_ids", list[str] | None),
+]
+#: The ``session`` object of ``POST /session/start`` (``LegacyStartSessionRequestSession``);
+#: extra keys allowed (classic clients send ``project``, ``metrics``, ``feedback``, ``error``).
+SessionStart = _struct("SessionStart", [
+    *_SESSION, ("project", str | None), ("metrics", Obj | None), ("feedback", Obj | None),
+    ("error", str | None)], {})
 
 
 class UpdateEventRequest(msgspec.Struct, kw_only=True):
@@ -200,7 +210,7 @@ class UpdateEventRequest(msgspec.Struct, kw_only=True):
 class SessionStartRequest(msgspec.Struct, kw_only=True):
     """Body of ``POST /session/start``."""
 
-    session: SessionStart
+    session: SessionStart  # type: ignore[valid-type]
 
 
 # -- v1: strict bodies (additionalProperties: false) ------------------------------------------
@@ -209,19 +219,15 @@ _V1_EVENT: list[tuple[str, Any]] = [
     (n, t) for n, t in _EVENT if n not in ("project", "event_type", "inputs")
 ]
 V1Event = msgspec.defstruct("V1Event", [
-    ("event_type", EventType), ("inputs", Ob), *((n, t, None) for n, t in _V1_EVENT),
+    ("event_type", EventType), ("inputs", Ob), *((n, _no_null(n, t), None) for n, t in _V1_EVENT),
 ], kw_only=True, forbid_unknown_fields=True)
 """``PostEventRequest``: ``event_type`` and ``inputs`` required, nothing unknown."""
 
 
-class V1SessionProps(msgspec.Struct, kw_only=True):
-    """``SessionProperties`` (extra keys allowed by the spec)."""
-
-    session_name: str | None = None
-    session_id: str | None = None
-    start_time: float | None = None
-    user_properties: Obj | None = None
-    metadata: Obj | None = None
+#: ``SessionProperties`` of a v1 batch (extra keys allowed by the spec).
+V1SessionProps = _struct("V1SessionProps", [
+    ("session_name", str | None), ("session_id", str | None), ("start_time", float | None),
+    ("user_properties", Obj | None), ("metadata", Obj | None)], {})
 
 
 class V1Batch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -229,7 +235,7 @@ class V1Batch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     events: list[V1Event]  # type: ignore[valid-type]
     single_session: bool | None = None
-    session_properties: V1SessionProps | None = None
+    session_properties: V1SessionProps | None = None  # type: ignore[valid-type]
 
 
 class V1RawBatch(msgspec.Struct, kw_only=True):
@@ -237,25 +243,11 @@ class V1RawBatch(msgspec.Struct, kw_only=True):
 
     events: list[msgspec.Raw]
     single_session: bool | None = None
-    session_properties: V1SessionProps | None = None
+    session_properties: V1SessionProps | None = None  # type: ignore[valid-type]
 
 
-class V1Session(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """``StartSessionRequest``: the bare body of ``POST /v1/sessions``, strict."""
-
-    session_id: str | None = None
-    session_name: str | None = None
-    event_name: str | None = None
-    source: str | None = None
-    start_time: float | None = None
-    end_time: float | None = None
-    duration: float | None = None
-    config: Obj | None = None
-    inputs: Obj | None = None
-    outputs: Obj | None = None
-    metadata: Obj | None = None
-    user_properties: Obj | None = None
-    children_ids: list[str] | None = None
+#: ``StartSessionRequest``: the bare body of ``POST /v1/sessions``, strict.
+V1Session = _struct("V1Session", _SESSION, {}, forbid_unknown_fields=True)
 
 
 def batch_decoder(model: bool, strict: bool) -> msgspec.json.Decoder[Any]:
