@@ -188,9 +188,9 @@ class Tracker:
         self._dirty = True
         self._moved.set()
 
-    async def save(self) -> None:
-        """Write the checkpoint if it moved, off the event loop."""
-        if self.checkpoint is None or not self._dirty:
+    async def save(self, *, final: bool = False) -> None:
+        """Write the checkpoint if it moved (``final``: in any case), off the event loop."""
+        if self.checkpoint is None or not (self._dirty or final):
             return
         self._dirty = False
         number, data = self.checkpoint.snapshot()

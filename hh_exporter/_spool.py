@@ -271,7 +271,6 @@ class Segment:
         if lines and not lines[-1]:
             lines.pop()
         if not lines:
-            self.torn += 0
             return
         try:
             self.header = parse_header(lines[0])

@@ -114,11 +114,15 @@ class AiohttpTransport:
         # netrc lookups on every request, which cost ~0.5 ms per request (~1 us per event).
         self._proxy = _env_proxy(self._base_url) if trust_env else None
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"AiohttpTransport({self._base_url!r})"
 
     def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            # A request task unwinding after close must not open a pool nobody will close.
+            raise ConnectError(f"the transport to {self._base_url} is closed")
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections, keepalive_timeout=30.0, enable_cleanup_closed=False
@@ -152,7 +156,8 @@ class AiohttpTransport:
             raise TransportError(f"request to {self._base_url}{path} failed: {_safe(exc)}") from exc
 
     async def aclose(self) -> None:
-        """Close the session and its connections."""
+        """Close the session and its connections; no request is made after this."""
+        self._closed = True
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()

@@ -210,7 +210,8 @@ async def _ingest(args: argparse.Namespace) -> int:
                 if saver is not None and tracker is not None:
                     saver.cancel()
                     await asyncio.gather(saver, return_exceptions=True)
-                    await tracker.save()
+                    # In any case: a save the cancel interrupted may hold an older state.
+                    await tracker.save(final=True)
             res.stats = exporter.stats()
     if res.rejected == 0 and not resuming:
         os.unlink(rejects_path)

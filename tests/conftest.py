@@ -133,3 +133,13 @@ def threaded_collector() -> Any:
 def collector_url(threaded_collector: ThreadedCollector) -> str:
     assert threaded_collector.collector is not None
     return threaded_collector.collector.url
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_per_test() -> Any:
+    """Collect garbage after each test, so that a leaked resource (an unclosed client
+    session, say) is reported against the test that leaked it, not at the end of the run."""
+    yield
+    import gc
+
+    gc.collect()
