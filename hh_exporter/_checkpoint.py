@@ -20,6 +20,8 @@ from typing import Any
 
 import msgspec
 
+from ._spool import fsync_dir
+
 __all__ = ["Checkpoint", "FileMark", "Tracker", "identify"]
 
 log = logging.getLogger("hh_exporter")
@@ -90,11 +92,7 @@ class Checkpoint:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
-            fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(directory)
 
 
 class Tracker:

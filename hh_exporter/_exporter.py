@@ -139,12 +139,14 @@ class Exporter:
         )
         self._counters = Counters()
         self._own_transport = transport is None
-        self._transport: Transport = transport or _aiohttp_transport(config)
+        self._transport: Transport = transport or AiohttpTransport(
+            config.api_url, config.api_key, timeout=config.request_timeout,
+            max_connections=config.max_in_flight + config.max_starts_in_flight,
+            user_agent_suffix=config.user_agent_suffix, trust_env=config.trust_env,
+        )
         self._on_drop = on_drop
         self._on_settled = on_settled
-        self._spool_writer = None if config.spool_dir is None else SpoolWriter(
-            config.spool_dir, max_bytes=config.spool_max_bytes,
-            fsync_always=config.spool_fsync == "always")
+        self._spool_writer = _spool_writer(config)
         self._overflow_spool = config.overflow == "spool"
         self._replay: Replay | None = None
         self._state = _State.NEW
@@ -772,20 +774,15 @@ class Exporter:
         self._thread_id = threading.get_ident()
         # A NEW exporter's transport has opened nothing yet: the child may keep it. The
         # spool's writer thread, if the parent had one, is not the child's.
-        if self._spool_writer is not None:
-            c = self.config
-            assert c.spool_dir is not None
-            self._spool_writer = SpoolWriter(c.spool_dir, max_bytes=c.spool_max_bytes,
-                                             fsync_always=c.spool_fsync == "always")
+        self._spool_writer = _spool_writer(self.config)
         self._replay = None
 
 
-def _aiohttp_transport(c: ExporterConfig) -> AiohttpTransport:
-    return AiohttpTransport(
-        c.api_url, c.api_key, timeout=c.request_timeout,
-        max_connections=c.max_in_flight + c.max_starts_in_flight,
-        user_agent_suffix=c.user_agent_suffix, trust_env=c.trust_env,
-    )
+def _spool_writer(c: ExporterConfig) -> SpoolWriter | None:
+    if c.spool_dir is None:
+        return None
+    return SpoolWriter(c.spool_dir, max_bytes=c.spool_max_bytes,
+                       fsync_always=c.spool_fsync == "always")
 
 
 def _after_fork() -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Segment", "SpoolWriter", "claim_segments", "is_header"]
+__all__ = ["Segment", "SpoolWriter", "claim_segments", "fsync_dir", "is_header"]
 
 log = logging.getLogger("hh_exporter")
 
@@ -79,7 +79,8 @@ def _dir_bytes(directory: str) -> int:
     return total
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
+    """Make a rename in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -239,7 +240,7 @@ class SpoolWriter:
             f.flush()
             os.fsync(f.fileno())
             os.replace(self._path, self._path[:-4] + ".jsonl")
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError as exc:
             log.error("hh_exporter: cannot close the spool segment %s: %s", self._path, exc)
         finally:

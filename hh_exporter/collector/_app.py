@@ -42,6 +42,7 @@ import hmac
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -215,15 +216,11 @@ class _Ingest:
         self.events_received += len(ids)
         self.generations["legacy"] += len(ids)
         self.events_rejected += len(bad)
-        rows: list[EventRow]
-        if self.store.keeps_bodies:
+        def raws() -> list[msgspec.Raw]:
             raw_req = req if bad else self._dec[path].decode(body)
-            raws: list[msgspec.Raw] = raw_req.model_events if model else raw_req.events
-            rows = [_row(ev, eid, raw, path, model, batch_sid, sessions)
-                    for ev, eid, raw in zip(evs, ids, raws, strict=True) if eid is not None]
-        else:  # counted, never kept
-            rows = [(eid, ev.session_id or batch_sid, "", path, b"")
-                    for ev, eid in zip(evs, ids, strict=True) if eid is not None]
+            return raw_req.model_events if model else raw_req.events  # type: ignore[no-any-return]
+
+        rows = self._rows(path, model, evs, ids, raws, batch_sid, sessions)
         stored_ids = [eid for eid in ids if eid is not None]
         if partial and rows:  # an injected partial failure: the first half is stored
             half = len(rows) // 2
@@ -239,6 +236,17 @@ class _Ingest:
         if batch_sid is not None:
             out["session_id"] = batch_sid
         return _json(out)
+
+    def _rows(self, path: str, model: bool, evs: list[Any], ids: list[str | None],
+              raws: Callable[[], list[msgspec.Raw]], batch_sid: str | None,
+              sessions: list[SessionRow]) -> list[EventRow]:
+        """The stored rows of a batch's valid events (those with an id). ``raws`` gives the
+        events' raw JSON, decoded only for a store that keeps bodies."""
+        if not self.store.keeps_bodies:  # counted, never kept
+            return [(eid, ev.session_id or batch_sid, "", path, b"")
+                    for ev, eid in zip(evs, ids, strict=True) if eid is not None]
+        return [_row(ev, eid, raw, path, model, batch_sid, sessions)
+                for ev, eid, raw in zip(evs, ids, raws(), strict=True) if eid is not None]
 
     async def _store(self, rows: list[EventRow], sessions: list[SessionRow]) -> None:
         duplicates, orphans = await self.store.write(rows, sessions)
@@ -305,18 +313,12 @@ class _Ingest:
         props = req.session_properties
         if req.single_session:
             batch_sid = _valid_uuid(props.session_id if props else None) or str(uuid.uuid4())
-            sessions.append((batch_sid, _encode({k: v for k, v in msgspec.to_builtins(
-                props or S.V1SessionProps()).items() if v is not None and k != "session_id"})))
-        ids = [e.event_id or str(uuid.uuid4()) for e in req.events]
+            sessions.append((batch_sid, _props_json(props)))
+        ids: list[str | None] = [e.event_id or str(uuid.uuid4()) for e in req.events]
         self.events_received += len(ids)
         self.generations["v1"] += len(ids)
-        if self.store.keeps_bodies:
-            raws = self._v1_raw.decode(body).events
-            rows = [_row(ev, eid, raw, path, False, batch_sid, sessions)
-                    for ev, eid, raw in zip(req.events, ids, raws, strict=True)]
-        else:
-            rows = [(eid, ev.session_id or batch_sid, "", path, b"")
-                    for ev, eid in zip(req.events, ids, strict=True)]
+        rows = self._rows(path, False, req.events, ids,
+                          lambda: self._v1_raw.decode(body).events, batch_sid, sessions)
         await self._store(rows, sessions)
         out: dict[str, Any] = {"event_ids": ids, "success": True}
         if batch_sid is not None:
@@ -460,7 +462,8 @@ def _valid_uuid(value: str | None) -> str | None:
     return value
 
 
-def _props_json(props: S.SessionProps | None) -> bytes:
+def _props_json(props: Any) -> bytes:
+    """Session properties of a batch envelope (legacy or v1), without nulls or the id."""
     if props is None:
         return b"{}"
     d = msgspec.to_builtins(props)
