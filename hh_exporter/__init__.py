@@ -28,6 +28,7 @@ from ._models import (
 from ._session import Session
 from ._stats import DROP_REASONS, DropNotice, DropReason, ExporterStats
 from ._sync import SyncExporter
+from ._trace import Span, Trace, current_span
 from ._transport import AiohttpTransport, Response, Transport
 from ._version import __version__
 
@@ -58,10 +59,13 @@ __all__ = [
     "Session",
     "SessionProperties",
     "SessionStartRequest",
+    "Span",
     "SyncExporter",
+    "Trace",
     "Transport",
     "TransportError",
     "__version__",
+    "current_span",
 ]
 
 # Reprs and docs show hh_exporter.Exporter, not hh_exporter._exporter.Exporter.

@@ -17,7 +17,7 @@ import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Unpack
+from typing import Any, TypeVar, Unpack, overload
 
 from ._breaker import CircuitBreaker
 from ._buffer import Buffer, SessionStart
@@ -48,8 +48,10 @@ from ._sender import Sender
 from ._session import Session
 from ._spool import SpoolWriter
 from ._stats import Counters, DropCallback, DropNotice, DropReason, ExporterStats
+from ._trace import SpanType, Trace, make_trace
 from ._transport import AiohttpTransport, Transport
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 __all__ = ["Exporter"]
 
 log = logging.getLogger("hh_exporter")
@@ -524,6 +526,35 @@ class Exporter:
             raise EventError(f"the event cannot be checked or encoded: {type(exc).__name__}"
                              ) from None
         return wire, sid, event_id, data
+
+    @overload
+    def trace(self, fn: _F, /) -> _F: ...
+
+    @overload
+    def trace(self, name: str | None = None, /, *, event_type: SpanType = "chain",
+              session: Session | None = None, inputs: dict[str, Any] | None = None,
+              metadata: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+              capture_inputs: bool = True, capture_outputs: bool = True) -> Trace: ...
+
+    def trace(self, fn: Any = None, /, *, event_type: SpanType = "chain",
+              session: Session | None = None, inputs: dict[str, Any] | None = None,
+              metadata: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+              capture_inputs: bool = True, capture_outputs: bool = True) -> Any:
+        """Trace a step as a ``chain`` or ``tool`` event, nested under the current one.
+
+        A decorator (``@hh.trace``, ``@hh.trace("name", event_type="tool")``) for sync and
+        async functions and generators, and a context manager (``with hh.trace("step") as
+        span:``, or ``async with``). The event records the call's arguments as ``inputs``,
+        the return value (or the items yielded) as ``outputs["result"]``, the exception as
+        ``error``, the duration, and ``parent_id``/``children_ids``, so traced steps and
+        instrumented model calls inside them form a tree in one session: ``session`` if
+        given, else the enclosing span's, else a new session named after the root step.
+
+        Never awaits, and telemetry never breaks the traced code: a failure to log is a
+        warning on the ``hh_exporter.trace`` logger.
+        """
+        return make_trace(self, fn, None, event_type, session, inputs, metadata, config,
+                          capture_inputs, capture_outputs)
 
     async def send_model_event(
         self, *, session: Session | None = None, timeout: float | None = None,

@@ -13,16 +13,18 @@ import asyncio
 import atexit
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar, Unpack, overload
 
 from ._errors import ExporterClosedError
 from ._events import EventFields, ModelEventFields, SessionFields
 from ._exporter import Exporter
 from ._session import Session
 from ._stats import ExporterStats
+from ._trace import SpanType, Trace, make_trace
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 __all__ = ["SyncExporter"]
 
 T = TypeVar("T")
@@ -84,6 +86,35 @@ class SyncExporter:
     def log_event(self, *, session: Session | None = None, **fields: Unpack[EventFields]) -> str:
         """See :meth:`Exporter.log_event`; safe from any thread."""
         return self._exporter.log_event(session=session, **fields)
+
+    @overload
+    def trace(self, fn: _F, /) -> _F: ...
+
+    @overload
+    def trace(self, name: str | None = None, /, *, event_type: SpanType = "chain",
+              session: Session | None = None, inputs: dict[str, Any] | None = None,
+              metadata: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+              capture_inputs: bool = True, capture_outputs: bool = True) -> Trace: ...
+
+    def trace(self, fn: Any = None, /, *, event_type: SpanType = "chain",
+              session: Session | None = None, inputs: dict[str, Any] | None = None,
+              metadata: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+              capture_inputs: bool = True, capture_outputs: bool = True) -> Any:
+        """Trace a step as a ``chain`` or ``tool`` event, nested under the current one.
+
+        A decorator (``@hh.trace``, ``@hh.trace("name", event_type="tool")``) for sync and
+        async functions and generators, and a context manager (``with hh.trace("step") as
+        span:``, or ``async with``). The event records the call's arguments as ``inputs``,
+        the return value (or the items yielded) as ``outputs["result"]``, the exception as
+        ``error``, the duration, and ``parent_id``/``children_ids``, so traced steps and
+        instrumented model calls inside them form a tree in one session: ``session`` if
+        given, else the enclosing span's, else a new session named after the root step.
+
+        Never awaits, and telemetry never breaks the traced code: a failure to log is a
+        warning on the ``hh_exporter.trace`` logger.
+        """
+        return make_trace(self, fn, None, event_type, session, inputs, metadata, config,
+                          capture_inputs, capture_outputs)
 
     def _forked(self) -> bool:
         return os.getpid() != self._pid
