@@ -264,3 +264,11 @@ class LLMStandIn:
             ("message_stop", {"type": "message_stop"}),
         ]
         return await self._sse(request, frames)
+
+
+if __name__ == "__main__":  # benchmarks run it in a process of its own
+    import sys
+
+    with LLMStandIn() as server:
+        print(f"listening on {server.url}", flush=True)
+        sys.stdin.read()  # until the parent closes our stdin

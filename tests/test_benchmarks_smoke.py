@@ -25,3 +25,16 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     assert all(r["orphan_events"] == 0 for r in data["sessions_at_latency"])
     assert data["spool"]["spooled"] + data["spool"]["queue_full"] == data["spool"]["events"]
     assert "floor" in proc.stdout and "raw aiohttp POST" in proc.stdout
+
+
+def test_integrations_benchmark_smoke() -> None:
+    """A tiny run of the instrumentation benchmark completes and delivers every event."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "integrations.py"), "--calls", "20",
+         "--rounds", "2"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "the wrapper alone" in proc.stdout and "whole calls" in proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    delivered, accepted = (int(x.replace(",", "")) for x in
+                           last.split("delivered ")[1].split(" accepted")[0].split(" of "))
+    assert delivered == accepted and last.endswith("dropped 0")
