@@ -25,14 +25,17 @@ from ._models import (
     SessionProperties,
     SessionStartRequest,
 )
+from ._relay import Relay, RelayStats
 from ._session import Session
-from ._stats import DROP_REASONS, DropNotice, DropReason, ExporterStats
+from ._stats import CUT_REASONS, DROP_REASONS, DropNotice, DropReason, ExporterStats
+from ._stream_exporter import StreamExporter, SyncStreamExporter
 from ._sync import SyncExporter
 from ._trace import Span, Trace, current_span
 from ._transport import AiohttpTransport, Response, Transport
 from ._version import __version__
 
 __all__ = [
+    "CUT_REASONS",
     "DEFAULT_API_URL",
     "DROP_REASONS",
     "AiohttpTransport",
@@ -54,13 +57,17 @@ __all__ = [
     "ModelEvent",
     "ModelEventBatch",
     "OverflowPolicy",
+    "Relay",
+    "RelayStats",
     "RequestTimeoutError",
     "Response",
     "Session",
     "SessionProperties",
     "SessionStartRequest",
     "Span",
+    "StreamExporter",
     "SyncExporter",
+    "SyncStreamExporter",
     "Trace",
     "Transport",
     "TransportError",

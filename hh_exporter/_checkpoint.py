@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from ._spool import fsync_dir
+from ._stats import CUT_REASONS, DropReason
 
 __all__ = ["Checkpoint", "FileMark", "Tracker", "identify"]
 
@@ -161,8 +162,11 @@ class Tracker:
             self._lines.append([key, None, None, True])
             self._advance()
 
-    def on_settled(self, events: list[bytes]) -> None:
-        """The exporter's ``on_settled``."""
+    def on_settled(self, events: list[bytes], reason: DropReason | None = None) -> None:
+        """The exporter's ``on_settled``. Events cut short (a deadline, a close) are not
+        done: the checkpoint stays before them, so a resumed run sends them again."""
+        if reason in CUT_REASONS:
+            return
         by_event = self._by_event
         for data in events:
             entry = by_event.pop(id(data), None)

@@ -47,7 +47,14 @@ from ._retry import RetryPolicy
 from ._sender import Sender
 from ._session import Session
 from ._spool import SpoolWriter
-from ._stats import Counters, DropCallback, DropNotice, DropReason, ExporterStats
+from ._stats import (
+    CUT_REASONS,
+    Counters,
+    DropCallback,
+    DropNotice,
+    DropReason,
+    ExporterStats,
+)
 from ._trace import SpanType, Trace, make_trace
 from ._transport import AiohttpTransport, Transport
 
@@ -57,7 +64,6 @@ __all__ = ["Exporter"]
 log = logging.getLogger("hh_exporter")
 _live: weakref.WeakSet[Exporter] = weakref.WeakSet()
 #: Drop reasons that mean "no answer from the server": a flush that saw one returns False.
-_CUT = frozenset(("shutdown", "spooled", "worker_failed"))
 _DEAD_LOOP = ("this exporter's event loop is closed (was it used from a second asyncio.run()?): "
               "create the Exporter inside the loop that uses it, e.g. with "
               "'async with Exporter(...)' in your main coroutine")
@@ -93,9 +99,11 @@ class Exporter:
         on_drop: Called with a :class:`DropNotice` whenever events are dropped. It runs on
             the event loop and must not block; its exceptions are logged and ignored.
         on_settled: Called with the encoded events (the very ``bytes`` objects handed to
-            :meth:`send_encoded`) whenever they are settled: delivered, or dropped with a
-            reason. For bulk loaders that checkpoint how far they got (``ingest``). Same
-            rules as ``on_drop``.
+            :meth:`send_encoded`) and ``None`` when they are delivered, or the
+            :data:`DropReason` when they are dropped. For loaders that record how far they
+            got (``ingest``'s checkpoint, the stream relay's acknowledgements): a reason in
+            ``CUT_REASONS`` means the API never answered for those events. Same rules as
+            ``on_drop``.
         **options: Any other :class:`ExporterConfig` field, e.g. ``linger=0.5``.
     """
 
@@ -109,7 +117,7 @@ class Exporter:
         config: ExporterConfig | None = None,
         transport: Transport | None = None,
         on_drop: DropCallback | None = None,
-        on_settled: Callable[[list[bytes]], object] | None = None,
+        on_settled: Callable[[list[bytes], DropReason | None], object] | None = None,
         **options: Any,
     ) -> None:
         if config is None:
@@ -731,13 +739,13 @@ class Exporter:
             return f"the exporter failed and accepts no events: {self._fail_reason}"
         return "the exporter is closed and accepts no events"
 
-    def _settled(self, events: list[bytes]) -> None:
+    def _settled(self, events: list[bytes], reason: DropReason | None) -> None:
         if self._replay is not None and self._replay.outstanding:
             self._replay.settled(events)
         if self._on_settled is None:
             return
         try:
-            self._on_settled(events)
+            self._on_settled(events, reason)
         except Exception:
             log.exception("hh_exporter: the on_settled callback raised")
 
@@ -746,9 +754,9 @@ class Exporter:
         """Count ``n`` dropped events. The sender settles its own events; the exporter's
         own drops pass ``events`` for ``on_settled``."""
         if events is not None and (self._on_settled is not None or self._replay is not None):
-            self._settled(events)
+            self._settled(events, reason)
         self._counters.dropped[reason] += n
-        if reason in _CUT:
+        if reason in CUT_REASONS:
             self._counters.cut += n
         now = time.monotonic()
         # One warning per reason per 10 s: a long outage must not flood the host's log.

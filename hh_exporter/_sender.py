@@ -47,7 +47,7 @@ __all__ = ["Sender"]
 log = logging.getLogger("hh_exporter")
 
 DropFn = Callable[[DropReason, int, "str | None", "int | None"], None]
-SettledFn = Callable[[list[bytes]], None]
+SettledFn = Callable[[list[bytes], DropReason | None], None]
 SessionFailedFn = Callable[[SessionStart, DropReason, str, "int | None"], None]
 
 
@@ -154,6 +154,9 @@ class Sender:
         self._on_progress = on_progress
         self._on_settled = on_settled
         self._clock = clock
+        # A transport that is not the API itself (a Redis stream) answers for a whole body:
+        # its 2xx confirms every event, with no event ids to count.
+        self._whole = bool(getattr(transport, "confirms_whole_body", False))
         self._flights: set[_Flight] = set()
         self._starts: dict[str, _StartFlight] = {}
         self._wake = asyncio.Event()
@@ -422,7 +425,7 @@ class Sender:
         else:
             self._drop(reason, n, detail, status)
         if self._on_settled is not None:
-            self._on_settled(events)
+            self._on_settled(events, reason)
 
     async def _deliver(self, flight: _Flight, batch: Batch, deadline: float) -> None:
         body = batch_body(batch.route, batch.events)
@@ -435,7 +438,7 @@ class Sender:
         status = got.status
         if 200 <= status < 300:
             self.counters.batches_sent += 1
-            confirmed = _confirmed(got.body, len(batch))
+            confirmed = len(batch) if self._whole else _confirmed(got.body, len(batch))
             if confirmed < len(batch):
                 self.counters.unconfirmed += len(batch) - confirmed
                 self._warn("unconfirmed", "hh_exporter: the API answered HTTP %d to a batch "

@@ -27,6 +27,10 @@ DROP_REASONS: tuple[DropReason, ...] = (
     "queue_full", "too_large", "rejected", "unauthorized", "retries_exhausted", "shutdown",
     "spooled", "worker_failed", "session_failed", "spool_failed",
 )
+#: Reasons that cut an event short rather than answer it: a deadline, a close, a dead
+#: worker. The API never saw these events (or its answer was not awaited), so a loader that
+#: records progress (a checkpoint, a stream's acknowledgement) must not count them as done.
+CUT_REASONS: frozenset[DropReason] = frozenset(("shutdown", "spooled", "worker_failed"))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -56,9 +56,11 @@ class SyncExporter:
             raise
         atexit.register(self.close)
 
-    @staticmethod
-    async def _start(kwargs: dict[str, Any]) -> Exporter:
-        exporter = Exporter(**kwargs)
+    #: What runs on the thread's loop (a subclass may put a StreamExporter there).
+    _exporter_class: type[Exporter] = Exporter
+
+    async def _start(self, kwargs: dict[str, Any]) -> Exporter:
+        exporter = self._exporter_class(**kwargs)
         await exporter.start()
         return exporter
 

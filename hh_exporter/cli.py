@@ -1,4 +1,4 @@
-"""The ``hh-exporter`` command: ``demo``, ``ingest`` and ``serve``.
+"""The ``hh-exporter`` command: ``demo``, ``ingest``, ``serve`` and ``relay``.
 
 argparse keeps the CLI dependency-free; rich, when installed (``hh-exporter[cli]``), only
 makes progress bars nicer.
@@ -85,6 +85,33 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-body-bytes", type=int, default=None, help="larger bodies get 413")
     s.add_argument("--drop-rate", type=float, default=0.0,
                    help="share of requests whose connection is dropped, 0-1")
+
+    r = sub.add_parser("relay", help="deliver a Redis stream of events (StreamExporter) to "
+                                     "the API, as one of a group of relays")
+    r.add_argument("--redis", default=None, help="Redis URL (default $HH_REDIS_URL)")
+    r.add_argument("--stream", default="hh:events", help="stream key (default hh:events)")
+    r.add_argument("--group", default="hh-relay", help="consumer group (default hh-relay)")
+    r.add_argument("--consumer", default=None,
+                   help="this relay's name in the group (default host-pid)")
+    r.add_argument("--claim-idle", type=float, default=60.0,
+                   help="seconds before another relay's pending entry is reclaimed "
+                        "(default 60)")
+    r.add_argument("--max-deliveries", type=int, default=5,
+                   help="deliveries before an entry goes to the dead-letter stream (default 5)")
+    r.add_argument("--dead-letter", default=None, help="dead-letter stream (default STREAM:dead)")
+    r.add_argument("--api-url", default=None, help=f"default $HH_API_URL or {DEFAULT_API_URL}")
+    r.add_argument("--api-key", default=None, help="default $HH_API_KEY")
+    r.add_argument("--api", choices=("legacy", "v1"), default=None,
+                   help="API generation the producers speak (default $HH_API_VERSION)")
+    r.add_argument("--deadline", type=float, default=10.0,
+                   help="seconds to finish the entries under way on SIGTERM (default 10)")
+    r.add_argument("--stats-interval", type=float, default=10.0,
+                   help="seconds between stats lines (default 10; 0: none)")
+    r.add_argument("--stats-port", type=int, default=None,
+                   help="serve GET /stats on 127.0.0.1:PORT (0: any free port)")
+    r.add_argument("--linger", type=float, default=None, help="seconds a batch may wait")
+    r.add_argument("--max-in-flight", type=int, default=None, help="concurrent requests")
+    r.add_argument("--batch-events", type=int, default=None, help="events per request")
     return p
 
 
@@ -98,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_serve(args))
         if args.command == "demo":
             return asyncio.run(_demo(args))
+        if args.command == "relay":
+            return asyncio.run(_relay(args))
         return asyncio.run(_ingest(args))
     except KeyboardInterrupt:
         return 130
@@ -279,3 +308,71 @@ async def _serve(args: argparse.Namespace) -> int:
         print("stopping: committing acknowledged events", flush=True)
         await collector.stop()
     return 0
+
+
+async def _relay(args: argparse.Namespace) -> int:
+    import json
+
+    from ._errors import ConfigError
+    from ._relay import Relay, RelayStats
+
+    url = args.redis or os.environ.get("HH_REDIS_URL")
+    if not url:
+        print("hh-exporter relay: --redis or HH_REDIS_URL is required", file=sys.stderr)
+        return 2
+    opts = {k: v for k, v in (("api_url", args.api_url), ("api_key", args.api_key),
+                              ("api", args.api), ("linger", args.linger),
+                              ("max_in_flight", args.max_in_flight),
+                              ("max_batch_events", args.batch_events)) if v is not None}
+    try:
+        relay = Relay(redis_url=url, stream=args.stream, group=args.group,
+                      consumer=args.consumer, claim_idle=args.claim_idle,
+                      max_deliveries=args.max_deliveries, dead_letter=args.dead_letter,
+                      **opts)
+    except (ConfigError, ValueError) as exc:
+        print(f"hh-exporter relay: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    web_runner = None
+    if args.stats_port is not None:
+        from aiohttp import web
+
+        async def stats_handler(request: web.Request) -> web.Response:
+            return web.json_response(json.loads(_stats_json(relay.stats)))
+
+        app = web.Application()
+        app.router.add_get("/stats", stats_handler)
+        web_runner = web.AppRunner(app, access_log=None)
+        await web_runner.setup()
+        site = web.TCPSite(web_runner, "127.0.0.1", args.stats_port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        print(f"relay stats on http://127.0.0.1:{port}/stats", flush=True)
+
+    def line(s: RelayStats) -> None:
+        dropped = ", ".join(f"{k} {v:,}" for k, v in s.events_dropped.items() if v) or "none"
+        print(f"relay {s.consumer}: {s.events_per_s:,.0f} ev/s, delivered "
+              f"{s.events_delivered:,}, stream {s.stream_length:,}, pending {s.pending:,} "
+              f"(oldest {s.oldest_pending_age_s:.1f}s), acked {s.entries_acked:,}, "
+              f"reclaimed {s.entries_reclaimed:,}, dead-lettered {s.entries_dead_lettered:,}, "
+              f"dropped {dropped}", flush=True)
+
+    print(f"hh-exporter relay {relay.consumer}: {args.stream} group {args.group}", flush=True)
+    try:
+        stats = await relay.run(stop, deadline=args.deadline,
+                                on_stats=line if args.stats_interval > 0 else None,
+                                stats_interval=args.stats_interval or 3600.0)
+    finally:
+        if web_runner is not None:
+            await web_runner.cleanup()
+    line(stats)
+    return 0
+
+
+def _stats_json(stats: object) -> bytes:
+    import msgspec
+
+    return msgspec.json.encode(stats)

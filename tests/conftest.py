@@ -143,3 +143,55 @@ def _collect_garbage_per_test() -> Any:
     import gc
 
     gc.collect()
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, no persistence, for one test.
+
+    Deliberately not skipped when redis-server is missing: CI installs it (.ci/run), and a
+    test that needs it must fail where it cannot run.
+    """
+
+    def __init__(self, tmp: Path) -> None:
+        import shutil
+        import socket
+        import subprocess
+        import time
+
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        for _ in range(20):  # a free port can be taken between the probe and the bind
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            self.proc = subprocess.Popen(
+                [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(tmp), "--protected-mode", "yes"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(100):  # up to 5 s for it to answer
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2) as c:
+                        c.sendall(b"PING\r\n")
+                        if c.recv(16).startswith(b"+PONG"):
+                            self.url = f"redis://127.0.0.1:{port}/0"
+                            return
+                except OSError:
+                    pass
+                time.sleep(0.05)
+            self.proc.kill()
+            self.proc.wait()
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Any:
+    server = RedisServer(tmp_path)
+    yield server
+    server.kill()

@@ -378,7 +378,13 @@ async def test_every_event_is_settled_once_through_on_settled(
     collector.faults.set(Faults(script=script))
     settled: list[bytes] = []
     sent: list[bytes] = []
-    hh = fast_exporter(collector.url, max_batch_events=8, on_settled=settled.extend,
+    by_reason: dict[str | None, int] = {}
+
+    def on_settled(events: list[bytes], reason: str | None) -> None:
+        settled.extend(events)
+        by_reason[reason] = by_reason.get(reason, 0) + len(events)
+
+    hh = fast_exporter(collector.url, max_batch_events=8, on_settled=on_settled,
                        close_timeout=0.5)
     async with hh:
         for i in range(40):
@@ -390,3 +396,6 @@ async def test_every_event_is_settled_once_through_on_settled(
     assert_balanced(st)
     assert st.pending == 0 and st.delivered + st.dropped_total == 40
     assert sorted(map(id, settled)) == sorted(map(id, sent))  # the same objects, once each
+    # ... each with the reason it was counted under (None: delivered).
+    assert by_reason.pop(None, 0) == st.delivered
+    assert by_reason == {r: n for r, n in st.dropped.items() if n}

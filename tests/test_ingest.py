@@ -205,3 +205,25 @@ async def test_null_fields_are_left_out_as_the_official_clients_do(
     assert code == 0, out + err
     assert collector.store is not None
     assert await collector.store.event_ids() == [eid]
+
+
+def test_events_cut_short_do_not_move_the_checkpoint(tmp_path: Path) -> None:
+    """An event cut at a deadline or a close (``shutdown``) was never answered: the
+    checkpoint stays before it, so a resumed run sends it again; events answered after it
+    (delivered, or dropped with the API's reason) do not carry the mark past it."""
+    from hh_exporter._checkpoint import Checkpoint, Tracker
+
+    src = tmp_path / "f.jsonl"
+    src.write_text("a\nb\nc\n")
+    tracker = Tracker(Checkpoint(str(tmp_path / "cp.json")))
+    tracker.begin(str(src))
+    key = tracker.key(str(src))
+    events = [b"1", b"2", b"3"]
+    for i, data in enumerate(events):
+        tracker.sending(key, 2 * (i + 1), i + 1, data)
+    assert tracker.checkpoint is not None
+    tracker.on_settled([events[0]], None)
+    assert tracker.checkpoint.files[key].line == 1
+    tracker.on_settled([events[1]], "shutdown")
+    tracker.on_settled([events[2]], "rejected")
+    assert tracker.checkpoint.files[key].line == 1  # held at the cut event
