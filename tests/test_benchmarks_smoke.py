@@ -38,3 +38,13 @@ def test_integrations_benchmark_smoke() -> None:
     delivered, accepted = (int(x.replace(",", "")) for x in
                            last.split("delivered ")[1].split(" accepted")[0].split(" of "))
     assert delivered == accepted and last.endswith("dropped 0")
+
+
+def test_streams_benchmark_smoke() -> None:
+    """A tiny run of the fleet benchmark (direct, 1 relay, 2 relays) completes: every
+    producer's events reach the collector on every path."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "streams.py"), "--events", "600"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 relays -> API" in proc.stdout and "direct: Exporter -> API" in proc.stdout
