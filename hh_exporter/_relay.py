@@ -73,6 +73,7 @@ class RelayStats(msgspec.Struct):
     pending: int = 0
     oldest_pending_age_s: float = 0.0
     events_per_s: float = 0.0
+    redis_errors: int = 0
 
 
 class _Entry:
@@ -134,6 +135,7 @@ class Relay:
         self._answered = asyncio.Event()
         self.stats = RelayStats(consumer=self.consumer)
         self._rate_mark = (time.monotonic(), 0)
+        self._trim_mark = (time.monotonic(), 0)
 
     def __repr__(self) -> str:
         return (f"Relay(stream={self.stream!r}, group={self.group!r}, "
@@ -172,16 +174,25 @@ class Relay:
             self._room.set()
 
     async def _flush_acks(self) -> None:
+        # What cannot be written now (Redis down) is kept for the next flush.
         if self._failures:
             failures, self._failures = self._failures, {}
-            async with self._redis.pipeline(transaction=False) as p:
-                for eid, why in failures.items():
-                    p.set(failure_key(self.stream, eid), why, ex=_FAILURE_TTL)
-                await p.execute()
+            try:
+                async with self._redis.pipeline(transaction=False) as p:
+                    for eid, why in failures.items():
+                        p.set(failure_key(self.stream, eid), why, ex=_FAILURE_TTL)
+                    await p.execute()
+            except BaseException:
+                self._failures = {**failures, **self._failures}
+                raise
         if not self._acks:
             return
         ids, self._acks = self._acks, []
-        await self._redis.xack(self.stream, self.group, *ids)
+        try:
+            await self._redis.xack(self.stream, self.group, *ids)
+        except BaseException:
+            self._acks[:0] = ids
+            raise
         self.stats.entries_acked += len(ids)
 
     # -- entries ----------------------------------------------------------------------------
@@ -269,30 +280,52 @@ class Relay:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def _read_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            if len(self._entries) >= self.max_entries_in_flight:
-                self._room.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._room.wait(), self.block)
-                continue
-            got = await self._redis.xreadgroup(
-                self.group, self.consumer, {self.stream: ">"}, count=self.read_count,
-                block=int(self.block * 1000))
-            for _, entries in got or ():
-                for eid_b, fields in entries:
-                    if stop.is_set():
-                        return  # read but not handled: pending, reclaimed by another relay
-                    self.stats.entries_read += 1
-                    await self._handle(eid_b.decode(), fields)
-            await self._flush_acks()
+    async def _keep_going(self, name: str, step: Any, stop: asyncio.Event) -> None:
+        """Run ``step()`` until ``stop``, riding out Redis being unreachable (a restart, a
+        failover): warn, wait with backoff (0.1 s to 5 s), go on. A group that vanished
+        with its stream (Redis restarted without persistence) is created again."""
+        from redis import exceptions as rx
 
-    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        delay = 0.1
         while not stop.is_set():
+            try:
+                await step(stop)
+                delay = 0.1
+            except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+                self.stats.redis_errors += 1
+                log.warning("hh_exporter relay: Redis unreachable in %s (%s); retrying in "
+                            "%.1fs", name, type(exc).__name__, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 5.0)
+            except rx.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("hh_exporter relay: the group %s is gone from %s: creating it",
+                            self.group, self.stream)
+                await self._ensure_group()
+
+    async def _read_step(self, stop: asyncio.Event) -> None:
+        if len(self._entries) >= self.max_entries_in_flight:
+            self._room.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.05, self.claim_idle / 2))
-            if stop.is_set():
-                return
+                await asyncio.wait_for(self._room.wait(), self.block)
+            return
+        got = await self._redis.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=self.read_count,
+            block=int(self.block * 1000))
+        for _, entries in got or ():
+            for eid_b, fields in entries:
+                if stop.is_set():
+                    return  # read but not handled: pending, reclaimed by another relay
+                self.stats.entries_read += 1
+                await self._handle(eid_b.decode(), fields)
+        await self._flush_acks()
+
+    async def _claim_step(self, stop: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.05, self.claim_idle / 2))
+        if not stop.is_set():
             await self.reclaim()
 
     async def reclaim(self) -> int:
@@ -342,19 +375,17 @@ class Relay:
         return {(r["message_id"].decode() if isinstance(r["message_id"], bytes)
                  else r["message_id"]): int(r["times_delivered"]) for r in rows}
 
-    async def _ack_loop(self, stop: asyncio.Event) -> None:
-        trimmed_at, acked = time.monotonic(), self.stats.entries_acked
-        while not stop.is_set():
-            self._answered.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._answered.wait(), 0.05)
-            await self._flush_acks()
-            # Trim acknowledged entries twice a second while acks come in: a producer at
-            # its stream_maxlen waits for exactly this room.
-            now = time.monotonic()
-            if self.stats.entries_acked != acked and now - trimmed_at >= 0.5:
-                trimmed_at, acked = now, self.stats.entries_acked
-                await self._trim()
+    async def _ack_step(self, stop: asyncio.Event) -> None:
+        self._answered.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._answered.wait(), 0.05)
+        await self._flush_acks()
+        # Trim acknowledged entries twice a second while acks come in: a producer at its
+        # stream_maxlen waits for exactly this room.
+        now = time.monotonic()
+        if self.stats.entries_acked != self._trim_mark[1] and now - self._trim_mark[0] >= 0.5:
+            self._trim_mark = (now, self.stats.entries_acked)
+            await self._trim()
 
     async def observe(self) -> RelayStats:
         """Refresh the stream's figures (length, pending, oldest pending's age) and trim
@@ -402,9 +433,9 @@ class Relay:
         pending for the other relays. ``on_stats(stats)`` is called every interval."""
         await self._ensure_group()
         await self.exporter.start()
-        tasks = [asyncio.create_task(self._read_loop(stop), name="relay-read"),
-                 asyncio.create_task(self._claim_loop(stop), name="relay-claim"),
-                 asyncio.create_task(self._ack_loop(stop), name="relay-ack")]
+        tasks = [asyncio.create_task(self._keep_going("read", self._read_step, stop)),
+                 asyncio.create_task(self._keep_going("reclaim", self._claim_step, stop)),
+                 asyncio.create_task(self._keep_going("ack", self._ack_step, stop))]
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -413,7 +444,9 @@ class Relay:
                     if t.done() and not t.cancelled() and t.exception() is not None:
                         raise t.exception()  # type: ignore[misc]
                 if on_stats is not None and not stop.is_set():
-                    on_stats(await self.observe())
+                    with contextlib.suppress(Exception):  # Redis down: the loops say so
+                        await self.observe()
+                    on_stats(self.stats)
         finally:
             stop.set()
             # The read and claim loops return at their next turn (a read blocks at most
@@ -426,9 +459,13 @@ class Relay:
             tasks[2].cancel()
             with contextlib.suppress(BaseException):
                 await tasks[2]
-            await self._flush_acks()
-            with contextlib.suppress(Exception):
+            try:
+                await self._flush_acks()
                 await self.observe()
+            except Exception as exc:  # noqa: BLE001 - Redis gone: the entries stay pending
+                log.warning("hh_exporter relay: could not acknowledge %d entries at stop "
+                            "(%s); they stay pending for the other relays", len(self._acks),
+                            type(exc).__name__)
             await self._redis.aclose()
         return self.stats
 

@@ -155,35 +155,48 @@ class RedisServer:
     def __init__(self, tmp: Path) -> None:
         import shutil
         import socket
-        import subprocess
-        import time
 
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self._exe, self._tmp = exe, tmp
         for _ in range(20):  # a free port can be taken between the probe and the bind
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-            self.proc = subprocess.Popen(
-                [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", str(tmp), "--protected-mode", "yes"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for _ in range(100):  # up to 5 s for it to answer
-                if self.proc.poll() is not None:
-                    break
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.2) as c:
-                        c.sendall(b"PING\r\n")
-                        if c.recv(16).startswith(b"+PONG"):
-                            self.url = f"redis://127.0.0.1:{port}/0"
-                            return
-                except OSError:
-                    pass
-                time.sleep(0.05)
-            self.proc.kill()
-            self.proc.wait()
+            if self._start(port):
+                return
         raise RuntimeError("redis-server did not start")
+
+    def _start(self, port: int) -> bool:
+        import socket
+        import subprocess
+        import time
+
+        self.proc = subprocess.Popen(
+            [self._exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self._tmp), "--protected-mode", "yes"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):  # up to 5 s for it to answer
+            if self.proc.poll() is not None:
+                break
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        self.url = f"redis://127.0.0.1:{port}/0"
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.proc.kill()
+        self.proc.wait()
+        return False
+
+    def restart_on(self, port: int) -> None:
+        """A new, empty server on the same port (a restart without persistence)."""
+        if not self._start(port):
+            raise RuntimeError(f"redis-server did not start again on port {port}")
 
     def kill(self) -> None:
         self.proc.kill()

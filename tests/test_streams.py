@@ -348,3 +348,40 @@ async def test_three_producers_two_relays_one_killed(
             if p.returncode is None:
                 p.kill()
                 await p.wait()
+
+
+async def test_a_relay_rides_out_a_redis_restart(
+    redis_server: RedisServer, collector: Collector, tmp_path: Path
+) -> None:
+    """Redis goes away under a running relay and comes back empty on the same port (a
+    restart without persistence): the relay warns, waits, creates its group again and
+    delivers what producers add after the restart."""
+    port = int(redis_server.url.rsplit(":", 1)[1].split("/")[0])
+    async with producer(redis_server, "s") as hh:
+        for i in range(10):
+            hh.log_model_event(**model_fields(i))
+    r = relay(redis_server, collector, "s", "steady")
+    stop = asyncio.Event()
+    task = asyncio.create_task(r.run(stop, stats_interval=0.2, on_stats=lambda s: None))
+    try:
+        async with asyncio.timeout(30):
+            for _ in range(600):
+                if (await collector_stats(collector))["events_stored"] >= 10:
+                    break
+                await asyncio.sleep(0.05)
+            redis_server.kill()
+            for _ in range(600):
+                if r.stats.redis_errors:
+                    break
+                await asyncio.sleep(0.05)
+            redis_server.restart_on(port)
+            async with producer(redis_server, "s") as hh2:
+                for i in range(10):
+                    hh2.log_model_event(**model_fields(i))
+            while (await collector_stats(collector))["events_stored"] < 20:
+                assert not task.done()
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+    assert r.stats.redis_errors > 0 and r.stats.events_delivered == 20
