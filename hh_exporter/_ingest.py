@@ -278,19 +278,21 @@ async def run_ingest(
                 offset, first, note, skip = track.begin(path)
             if note:
                 print(note, file=sys.stderr)
-            key = track.key(path)
+            # stdin is read from the start every time: it is not checkpointed.
+            ftrack = track if path != "-" else Tracker(None)
+            key = ftrack.key(path)
             res.skipped += first
             if skip:
                 continue
             for n, line in iter_lines(path, offset, first + 1):
                 offset += len(line)
                 if not line.strip():
-                    track.settled_line(key, offset, n)
+                    ftrack.settled_line(key, offset, n)
                     continue
                 if is_header(line):  # a spool segment's header: start its session, if any
                     _start_spooled_session(line, exporter if send is not None else None,
                                            project, v1)
-                    track.settled_line(key, offset, n)
+                    ftrack.settled_line(key, offset, n)
                     continue
                 res.lines += 1
                 try:
@@ -304,7 +306,7 @@ async def run_ingest(
                                            "text": line.decode("utf-8", "replace").rstrip("\n")}
                                           ).decode() + "\n")
                     rejects.flush()  # a killed run must not lose the reasons it reported
-                    track.settled_line(key, offset, n)
+                    ftrack.settled_line(key, offset, n)
                     continue
                 if start is not None and sid is not None and sid not in started:
                     started[sid] = None
@@ -314,12 +316,12 @@ async def run_ingest(
                     if exporter is not None and not dry_run:
                         exporter.start_session_encoded(sid, start)
                 if send is not None:
-                    track.sending(key, offset, n, data)
+                    ftrack.sending(key, offset, n, data)
                     try:  # inline: a coroutine layer per line costs ~10% of ingest speed
                         await send(data, generic=generic, session_id=sid, timeout=0.5)
                     except BufferFullError:
                         if not await put(data, generic, sid):
-                            track.not_sent(data)
+                            ftrack.not_sent(data)
                             res.lines -= 1  # not sent: counted as never read
                             break
                 res.sent += 1
@@ -331,8 +333,7 @@ async def run_ingest(
                     bar.update(res.sent)
                     await asyncio.sleep(0)
             else:
-                if path != "-":
-                    track.end_file(key)
+                ftrack.end_file(key)
             if res.interrupted:
                 break
         bar.update(res.sent, "flushing")

@@ -13,6 +13,7 @@ import os
 import secrets
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from ._config import DEFAULT_API_URL
@@ -62,6 +63,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="seconds to finish delivery at the end or on Ctrl-C (default 30)")
     i.add_argument("--max-in-flight", type=int, default=4, help="concurrent requests")
     i.add_argument("--batch-events", type=int, default=500, help="events per request")
+    i.add_argument("--workers", type=int, default=None,
+                   help="sending processes; a session's lines all go to one of them "
+                        "(default: the cores available; 1: one process)")
     i.add_argument("--no-progress", action="store_true", help="no progress display")
 
     s = sub.add_parser("serve", help="run the local HoneyHive-compatible collector")
@@ -130,6 +134,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_ingest(args))
     except KeyboardInterrupt:
         return 130
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def _fmt_dropped(dropped: dict[str, int]) -> str:
@@ -215,8 +227,18 @@ async def _ingest(args: argparse.Namespace) -> int:
         v1 = (args.api or os.environ.get("HH_API_VERSION")) == "v1"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    workers = args.workers if args.workers is not None else _cores()
+    if workers < 1:
+        print("hh-exporter ingest: --workers must be >= 1", file=sys.stderr)
+        return 2
+    halt = threading.Event()
+
+    def on_signal() -> None:
+        stop.set()
+        halt.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     # The rejects file gets a line per bad input line only: small, rare writes.
     with open(rejects_path, "a" if resuming else "w",  # noqa: ASYNC230
               encoding="utf-8") as rejects:
@@ -224,6 +246,16 @@ async def _ingest(args: argparse.Namespace) -> int:
             res = await run_ingest(args.files, None, project=project, rejects=rejects,
                                    dry_run=True, progress=not args.no_progress, stop=stop,
                                    v1=v1)
+        elif workers > 1:
+            import dataclasses
+
+            from ._ingest_workers import run_parallel_ingest
+
+            settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+            res = await asyncio.to_thread(
+                run_parallel_ingest, args.files, workers, settings, rejects=rejects,
+                max_event_bytes=config.max_batch_bytes, progress=not args.no_progress,
+                stop=halt, tracker=tracker)
         else:
             saver = None if tracker is None else asyncio.create_task(tracker.autosave())
             try:

@@ -10,6 +10,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from hh_exporter._ingest import run_ingest
 from hh_exporter.collector import Collector, Faults
 
@@ -112,8 +114,9 @@ def write_ids(path: Path, n: int, bad: frozenset[int] = frozenset()) -> list[str
     return ids
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_an_ingest_killed_half_way_resumes_where_it_was(
-    collector: Collector, tmp_path: Path
+    collector: Collector, tmp_path: Path, workers: int
 ) -> None:
     """SIGKILL part way through 50,000 lines, then the same command again: it says where it
     resumes, every line ends up stored, and the lines stored twice are no more than what
@@ -123,7 +126,8 @@ async def test_an_ingest_killed_half_way_resumes_where_it_was(
     ids = write_ids(src, 50_000, bad=frozenset({7, 30_001}))
     collector.faults.set(Faults(latency=0.1))
     proc = await asyncio.create_subprocess_exec(
-        *ingest_cmd(src, collector.url, tmp_path), stdout=asyncio.subprocess.DEVNULL,
+        *ingest_cmd(src, collector.url, tmp_path, "--workers", str(workers)),
+        stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL, cwd=tmp_path,
         env={**os.environ, "HH_API_KEY": TOKEN})
     for _ in range(1200):  # bounded: 60 s at most
@@ -139,7 +143,8 @@ async def test_an_ingest_killed_half_way_resumes_where_it_was(
     assert 0 < mark["line"] < 50_000 and not mark["done"]
 
     collector.faults.set(Faults())
-    code, out, err = await run(ingest_cmd(src, collector.url, tmp_path), tmp_path)
+    code, out, err = await run(
+        ingest_cmd(src, collector.url, tmp_path, "--workers", str(workers)), tmp_path)
     assert code == 1, out + err  # the two bad lines
     assert f"resuming {src} at line {mark['line'] + 1:,}" in err
     assert f"skipped       {mark['line']:,} lines" in out
@@ -147,7 +152,7 @@ async def test_an_ingest_killed_half_way_resumes_where_it_was(
     stored = await collector.store.event_ids()
     assert set(stored) == set(ids)
     duplicates = len(stored) - len(set(stored))
-    in_flight = 4 * 500
+    in_flight = workers * 4 * 500  # each worker's exporter has its own requests in flight
     assert duplicates <= 2 * in_flight, duplicates
     rejects = (tmp_path / "rejects.jsonl").read_text().splitlines()
     assert [json.loads(r)["line"] for r in rejects] == [7, 30_001]  # kept across the runs
@@ -227,3 +232,47 @@ def test_events_cut_short_do_not_move_the_checkpoint(tmp_path: Path) -> None:
     tracker.on_settled([events[1]], "shutdown")
     tracker.on_settled([events[2]], "rejected")
     assert tracker.checkpoint.files[key].line == 1  # held at the cut event
+
+
+async def test_workers_keep_sessions_whole_and_in_order(
+    collector: Collector, tmp_path: Path
+) -> None:
+    """--workers 3 against --workers 1 on the same file of interleaved sessions with bad
+    lines: the same counts and the same rejects file (in line order), every session started
+    before its events (0 orphans), and each session's events stored in file order (a
+    session's lines all go to one worker, in order)."""
+    src = tmp_path / "mixed.jsonl"
+    sids = [str(uuid.uuid4()) for _ in range(60)]
+    with src.open("w") as f:
+        for i in range(6000):
+            if i in (65, 2500, 4999):
+                f.write("{broken\n")
+                continue
+            line: dict[str, object] = {
+                "model": "m", "provider": "p", "response": {"content": "a"},
+                "messages": [{"role": "user", "content": f"q{i}"}],
+                "session_id": sids[i % 60].upper() if i % 7 == 0 else sids[i % 60]}
+            if i < 60:
+                line["session_properties"] = {"session_name": f"s{i}"}
+            f.write(json.dumps(line) + "\n")
+    results = {}
+    for workers in (1, 3):
+        wd = tmp_path / f"w{workers}"
+        wd.mkdir()
+        code, out, err = await run(
+            ingest_cmd(src, collector.url, wd, "--workers", str(workers)), wd)
+        assert code == 1, out + err  # the three bad lines
+        results[workers] = (out.split("throughput")[0].replace("(see", ""),
+                            (wd / "rejects.jsonl").read_text())
+        assert "lines read    6,000" in out and "rejected      3" in out
+        assert "delivered     5,997" in out
+    assert results[1][1] == results[3][1]
+    assert [json.loads(r)["line"] for r in results[3][1].splitlines()] == [66, 2501, 5000]
+    _, stats = await http_json(collector.url, "/stats")
+    assert stats["orphan_events"] == 0 and stats["events_stored"] == 2 * 5997
+    for sid in sids[:10]:
+        _, body = await http_json(collector.url, f"/sessions/{sid}/events")
+        seq = [int(e["messages"][0]["content"][1:]) for e in body["events"]]
+        assert len(seq) == 2 * (100 - sum(1 for b in (65, 2500, 4999) if sids[b % 60] == sid))
+        half = len(seq) // 2  # the two runs' events, one run after the other
+        assert seq[:half] == sorted(seq[:half]) and seq[half:] == sorted(seq[half:])
