@@ -25,6 +25,9 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     assert all(r["orphan_events"] == 0 for r in data["sessions_at_latency"])
     assert data["spool"]["spooled"] + data["spool"]["queue_full"] == data["spool"]["events"]
     assert "floor" in proc.stdout and "raw aiohttp POST" in proc.stdout
+    assert [b["max_buffer_bytes"] >> 20 for b in data["burst"]] == [16, 64]
+    assert all(b["delivered"] + b["queue_full"] == 2000 for b in data["burst"])
+    assert set(data["ingest_workers"]) == {"1", "2"}
 
 
 def test_integrations_benchmark_smoke() -> None:
