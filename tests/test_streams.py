@@ -385,3 +385,55 @@ async def test_a_relay_rides_out_a_redis_restart(
         stop.set()
         await task
     assert r.stats.redis_errors > 0 and r.stats.events_delivered == 20
+
+
+def test_sync_stream_exporter_for_code_without_a_loop(redis_server: RedisServer) -> None:
+    """SyncStreamExporter: the SyncExporter API with a stream behind it (a Celery task, a
+    script), from a plain thread."""
+    import redis
+
+    from hh_exporter import SyncStreamExporter
+
+    with SyncStreamExporter(redis_url=redis_server.url, stream="sync", project="p",
+                            linger=0.02) as hh:
+        s = hh.session(session_name="job")
+        for i in range(30):
+            s.log_model_event(**model_fields(i))
+        assert hh.flush(10)
+        stats = hh.stats()
+    assert stats.accepted == stats.delivered == 30 and stats.sessions_started == 1
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        routes = [f[b"r"] for _, f in client.xrange("sync")]
+    finally:
+        client.close()
+    assert routes[0] == b"/session/start" and set(routes[1:]) == {b"/events/model/batch"}
+
+
+async def test_v1_producers_and_relay(
+    redis_server: RedisServer, rds: Any, collector: Collector
+) -> None:
+    """api="v1" end to end: the v1 start and batch routes go through the stream, and a
+    legacy relay refuses them into the dead letters instead of sending them wrongly."""
+    async with producer(redis_server, "v", api="v1") as hh:
+        s = hh.session(session_name="v1")
+        for i in range(12):
+            s.log_event(event_type="tool", event_name=f"t{i}", inputs={"i": i})
+    # Both groups exist from the start: a relay trims only what every group acknowledged.
+    await rds.xgroup_create("v", "hh-relay", id="0")
+    wrong = relay(redis_server, collector, "v", "legacy", group="wrong")
+
+    async def two_dead() -> bool:
+        return int(await rds.xlen("v:dead")) >= 2
+
+    await run_until(wrong, two_dead)
+    reasons = {f[b"reason"].decode() for _, f in await rds.xrange("v:dead")}
+    assert all("this relay speaks api=legacy" in r for r in reasons)
+    right = relay(redis_server, collector, "v", "v1", api="v1")
+
+    async def stored() -> bool:
+        return (await collector_stats(collector))["events_stored"] >= 12
+
+    await run_until(right, stored)
+    stats = await collector_stats(collector)
+    assert stats["events_received_by_api"]["v1"] == 12 and stats["orphan_events"] == 0
