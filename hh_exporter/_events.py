@@ -32,6 +32,8 @@ __all__ = [
     "encode_model_event",
     "encode_model_event_v1",
     "encode_session",
+    "fast_event",
+    "fast_model_event",
     "restart_session",
     "session_start_body",
 ]
@@ -412,3 +414,142 @@ def restart_session(start_body: bytes, project: str | None, *,
         return sid, session_start_body(props, sid, project, v1=v1)
     except EventError:
         return sid, None
+
+
+# -- the compiled fast path -------------------------------------------------------------------
+#
+# A call site passes the same keyword names every time. For each such shape a function is
+# generated once that checks exactly those fields, straight-line, then completes and
+# encodes the event: no loop over a table, no layers of calls. It only ever handles the
+# happy path: anything unusual (a None to leave out, a value of the wrong type, a number
+# that is not finite) goes to the general functions above, untouched, and they raise the
+# error that names the field. Both produce the same bytes.
+
+_COMPILED_KINDS: dict[str, tuple[dict[str, Any], tuple[str, ...], Any, tuple[str, ...]]] = {}
+
+
+def _fast_source(shape: tuple[str, ...], kind: str) -> str:
+    allowed, _, _, defaults = _COMPILED_KINDS[kind]
+    out = ["def fast(fields, project, source, sid):"]
+    put = out.append
+    assign: list[str] = []
+    ids: list[str] = []  # checked after every type, in shape order, as the general path does
+    for i, name in enumerate(shape):
+        t = allowed[name]
+        v = f"v{i}"
+        if t is None and name not in ("duration", "start_time", "end_time"):
+            continue
+        if name in ("duration", "start_time", "end_time"):
+            continue  # completed below
+        put(f"    {v} = fields[{name!r}]")
+        if name == "error":
+            put(f"    if {v} is not None and type({v}) is not str and not isinstance({v}, str):")
+        elif t is str:
+            put(f"    if type({v}) is not str and not isinstance({v}, str):")
+        elif t is dict:
+            put(f"    if type({v}) is not dict and not isinstance({v}, dict):")
+        elif t == (list, tuple) and name != "children_ids":
+            put(f"    if type({v}) is not list and not isinstance({v}, (list, tuple)):")
+        elif t is _NUMBER:
+            put(f"    if (type({v}) is not float and type({v}) is not int) "
+                f"or not -_INF < {v} < _INF:")
+        elif name == "children_ids":
+            put(f"    if type({v}) is not list and not isinstance({v}, (list, tuple)):")
+            put("        return slow(fields, project, source, sid)")
+            ids.append(f"    {v} = [check_uuid('children_ids', c) for c in {v}]")
+            assign.append(f"    fields[{name!r}] = {v}")
+            continue
+        elif name in _ID_FIELDS:
+            put(f"    if type({v}) is not str and not isinstance({v}, (str, _UUID)):")
+            put("        return slow(fields, project, source, sid)")
+            ids.append(f"    {v} = check_uuid({name!r}, {v})")
+            assign.append(f"    fields[{name!r}] = {v}")
+            continue
+        else:  # a type this generator does not know: the general path decides
+            put("    return slow(fields, project, source, sid)")
+            continue
+        put("        return slow(fields, project, source, sid)")
+        if name == "event_type":
+            put(f"    if {v} not in _EVENT_TYPES:")
+            put("        return slow(fields, project, source, sid)")
+    out.extend(ids)
+    if "duration" in shape:
+        put("    d = fields['duration']")
+        put("    if (type(d) is not float and type(d) is not int) or not 0 <= d < _INF:")
+        put("        return slow(fields, project, source, sid)")
+    else:
+        put("    d = 0.0")
+    if "end_time" in shape:
+        put("    e = fields['end_time']")
+        put("    end = int(_time() * 1000) if e is None else _ms('end_time', e)")
+    else:
+        put("    end = int(_time() * 1000)")
+    if "start_time" in shape:
+        put("    s = fields['start_time']")
+        put("    start = end - int(d) if s is None else _ms('start_time', s)")
+    else:
+        put("    start = end - int(d)")
+    # Nothing was changed above: from here on, the same writes as the general path.
+    out.extend(assign)
+    put("    fields['start_time'] = start")
+    put("    fields['end_time'] = end")
+    put("    fields['duration'] = d")
+    if "event_id" in shape:
+        eid = f"v{shape.index('event_id')}"
+        put(f"    eid = {eid}")
+    else:
+        put("    eid = fields['event_id'] = new_id()")
+    put("    if project is not None:")
+    put("        fields['project'] = project")
+    put("    if sid is not None:")
+    put("        fields['session_id'] = sid")
+    if "source" not in shape:
+        put("    fields['source'] = source")
+    for line in defaults:
+        put(line)
+    put("    return eid, encode(fields)")
+    return "\n".join(out)
+
+
+def _fast(kind: str) -> Callable[[dict[str, Any], str | None, str, str | None],
+                                 tuple[str, bytes]]:
+    """The compiled encoder of ``kind`` (``model`` or ``event``), dispatching on shape."""
+    allowed, required, slow, _ = _COMPILED_KINDS[kind]
+    compiled: dict[tuple[str, ...], Any] = {}
+    env = {"slow": slow, "_INF": _INF, "_EVENT_TYPES": _EVENT_TYPES, "_time": time.time,
+           "_UUID": uuid.UUID,
+           "_ms": _ms, "check_uuid": check_uuid, "new_id": new_id, "encode": encode}
+
+    def dispatch(fields: dict[str, Any], project: str | None, source: str,
+                 sid: str | None) -> tuple[str, bytes]:
+        shape = tuple(fields)
+        fn = compiled.get(shape)
+        if fn is None:
+            if any(type(n) is not str or n not in allowed for n in shape) or any(
+                    n not in shape for n in required):
+                # An unknown or a missing name: the general path raises, naming it.
+                return slow(fields, project, source, sid)  # type: ignore[no-any-return]
+            if len(compiled) >= _MAX_SHAPES:  # shapes built on the fly: stay bounded
+                compiled.clear()
+            scope: dict[str, Any] = {}
+            # Our own source, built from allowed field names only (checked just above).
+            exec(_fast_source(shape, kind), env, scope)
+            fn = compiled[shape] = scope["fast"]
+        return fn(fields, project, source, sid)  # type: ignore[no-any-return]
+
+    return dispatch
+
+
+_COMPILED_KINDS["model"] = (
+    _MODEL_ALLOWED, _MODEL_REQUIRED, encode_model_event,
+    ("    if 'usage' not in fields:", "        fields['usage'] = {}",
+     "    if 'event_name' not in fields:", "        fields['event_name'] = 'Model Completion'"))
+_COMPILED_KINDS["event"] = (
+    _EVENT_ALLOWED, _EVENT_REQUIRED, encode_event,
+    ("    if 'inputs' not in fields:", "        fields['inputs'] = {}",
+     "    if 'config' not in fields:", "        fields['config'] = {}",
+     "    if 'outputs' not in fields:", "        fields['outputs'] = {}"))
+
+#: ``encode_model_event`` and ``encode_event``, compiled per call shape.
+fast_model_event = _fast("model")
+fast_event = _fast("event")
