@@ -12,6 +12,7 @@ file and line number, written to the rejects file with a reason, and skipped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import sys
 import time
@@ -63,6 +64,13 @@ class _Line(msgspec.Struct, kw_only=True):
 
 
 _decode_line = msgspec.json.Decoder(_Line).decode
+_OVERHEAD = body_overhead()
+
+
+@functools.lru_cache(maxsize=64)
+def _project_field(project: str) -> bytes:
+    """``"project":"..."``, encoded once per run (every line that lacks one gets it)."""
+    return b'"project":' + msgspec.json.encode(project)
 _MAX_SESSIONS = 100_000
 _encode = msgspec.json.Encoder().encode
 
@@ -155,7 +163,7 @@ def _prepare(
     if ev.event_id is None:
         splice.append(b'"event_id":"%s"' % new_id().encode())
     if ev.project is None and project is not None and not v1:
-        splice.append(b'"project":' + _encode(project))
+        splice.append(_project_field(project))
     if not generic:
         if ev.usage is None:
             splice.append(b'"usage":{}')
@@ -165,7 +173,7 @@ def _prepare(
         splice.append(b'"inputs":{}')
     if splice:
         rest = data[1:].lstrip()
-        data = b"{" + b",".join(splice) + (b"," if rest[:1] != b"}" else b"") + rest
+        data = b"".join((b"{", b",".join(splice), b"," if rest[:1] != b"}" else b"", rest))
     sid = fixed.get("session_id")
     start = None
     if props_obj is not None:
@@ -188,7 +196,7 @@ def _prepare(
         if unknown:
             raise ValueError(f"the v1 API does not take {', '.join(unknown)}")
         data = _encode(obj)
-    if len(data) + body_overhead() > max_bytes:
+    if len(data) + _OVERHEAD > max_bytes:
         raise ValueError(f"event of {len(data)} bytes exceeds the batch limit of {max_bytes}")
     return data, generic, sid, start
 
