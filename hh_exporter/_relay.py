@@ -35,6 +35,7 @@ from typing import Any
 import msgspec
 
 from ._encoding import GENERIC_ROUTE, V1_ROUTE, V1_SESSION_ROUTE
+from ._errors import ConfigError
 from ._exporter import Exporter
 from ._stats import DropReason
 from ._stream import BATCH_ROUTES, START_ROUTES, session_key, split_batch, start_session_id
@@ -109,8 +110,11 @@ class Relay:
                  max_deliveries: int = 5, dead_letter: str | None = None,
                  read_count: int = 64, block: float = 0.5,
                  max_entries_in_flight: int = 512, **exporter: Any) -> None:
-        import redis.asyncio as aioredis
-
+        try:
+            import redis.asyncio as aioredis
+        except ImportError:  # pragma: no cover - the extra is missing
+            raise ConfigError("the relay needs the redis package: "
+                              "pip install 'hh-exporter[redis]'") from None
         if claim_idle <= 0 or max_deliveries < 1 or read_count < 1 or block <= 0:
             raise ValueError("claim_idle and block must be > 0, max_deliveries and "
                              "read_count >= 1")

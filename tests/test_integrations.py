@@ -48,13 +48,13 @@ async def _close_clients() -> AsyncIterator[None]:
 def aopenai(llm: LLMStandIn, hh: Any, **kw: Any) -> openai.AsyncOpenAI:
     client = openai.AsyncOpenAI(base_url=llm.url + "/v1", api_key="sk-test", max_retries=0)
     _open_clients.append(client)
-    return hh_openai.instrument(client, hh, **kw)  # type: ignore[no-any-return]
+    return hh_openai.instrument(client, hh, **kw)
 
 
 def aanthropic(llm: LLMStandIn, hh: Any, **kw: Any) -> anthropic.AsyncAnthropic:
     client = anthropic.AsyncAnthropic(base_url=llm.url, api_key="sk-test", max_retries=0)
     _open_clients.append(client)
-    return hh_anthropic.instrument(client, hh, **kw)  # type: ignore[no-any-return]
+    return hh_anthropic.instrument(client, hh, **kw)
 
 
 async def session_events(c: Collector, sid: str) -> list[dict[str, Any]]:

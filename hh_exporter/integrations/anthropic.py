@@ -20,7 +20,7 @@ clients made later by ``client.with_options()``.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anthropic
 from anthropic.lib.streaming import AsyncMessageStreamManager, MessageStreamManager
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from .._trace import AnyExporter
 
 __all__ = ["instrument", "uninstrument"]
+
+_C = TypeVar("_C", bound="anthropic.Anthropic | anthropic.AsyncAnthropic")
 
 _NOT_HYPER = frozenset({
     "model", "messages", "system", "tools", "tool_choice", "stream", "metadata",
@@ -252,8 +254,7 @@ class _AsyncManagerTap(_ManagerTap):
         return await self._manager.__aexit__(*exc)
 
 
-def instrument(client: anthropic.Anthropic | anthropic.AsyncAnthropic,
-               exporter: AnyExporter, *, session: Session | None = None) -> Any:
+def instrument(client: _C, exporter: AnyExporter, *, session: Session | None = None) -> _C:
     """Log each ``messages.create`` and ``messages.stream`` call of ``client``.
 
     Args:

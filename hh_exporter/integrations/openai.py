@@ -21,7 +21,7 @@ those too).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from .._trace import AnyExporter
 
 __all__ = ["instrument", "uninstrument"]
+
+_C = TypeVar("_C", bound="openai.OpenAI | openai.AsyncOpenAI")
 
 # Request arguments that are not hyperparameters: mapped to their own fields, or the
 # client's own transport options.
@@ -284,9 +286,8 @@ class _ResponsesStream(Accumulator):
         return out
 
 
-def instrument(client: openai.OpenAI | openai.AsyncOpenAI, exporter: AnyExporter, *,
-               session: Session | None = None, provider: str | None = None,
-               stream_usage: bool = True) -> Any:
+def instrument(client: _C, exporter: AnyExporter, *, session: Session | None = None,
+               provider: str | None = None, stream_usage: bool = True) -> _C:
     """Log each ``chat.completions.create`` and ``responses.create`` call of ``client``.
 
     Args:
