@@ -48,6 +48,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from .._otel_map import is_genai, map_span
+from .._otlp import OTLPError, decode_request
 from . import _schema as S
 from ._faults import Faults, FaultState
 from ._store import EventRow, SessionRow, Store, open_store
@@ -108,6 +110,10 @@ class _Ingest:
         self._v1_raw = msgspec.json.Decoder(S.V1RawBatch)
         #: Events received by API generation, legacy or v1.
         self.generations: Counter[str] = Counter()
+        #: OTLP spans: received, stored as events, left out (not LLM spans), refused (by
+        #: why), and those whose attributes the sender had already cut.
+        self.otlp: Counter[str] = Counter()
+        self.otlp_refused: Counter[str] = Counter()
 
     # -- the common envelope of every request ----------------------------------------------
 
@@ -349,6 +355,60 @@ class _Ingest:
         self.sessions_started += 1
         return _json(_session_event(sid, {**props, **merged}))
 
+    # -- OTLP ---------------------------------------------------------------------------------
+
+    async def otlp_traces(self, request: web.Request) -> web.Response:
+        """``POST /opentelemetry/v1/traces`` (where the official tracer exports) and
+        ``/v1/traces``: OTLP/HTTP JSON or protobuf, gzip or not. Spans become events with
+        the same mapping as the span exporter, stored under their session as HoneyHive's
+        backend stores them; spans of no LLM dialect that are no ancestor of one are left
+        out, and counted."""
+        try:
+            body = await request.read()  # aiohttp inflates a gzip body here
+        except web.HTTPException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a body that does not inflate
+            return _json({"code": 3, "message": f"invalid gzip body: {type(exc).__name__}"},
+                         400)
+        self.bytes_received += len(body)
+        ctype = request.content_type
+        try:
+            spans = decode_request(body, ctype, request.headers.get("Content-Encoding", ""))
+        except OTLPError as exc:
+            return _json({"code": 3, "message": str(exc)}, 400)  # 3: INVALID_ARGUMENT
+        self.otlp["spans_received"] += len(spans)
+        # A span is kept if it speaks an LLM dialect, or is an ancestor of one that does.
+        by_id = {sp.span_id: sp for sp in spans}
+        keep: set[str] = set()
+        for sp in spans:
+            if is_genai(sp):
+                node: Any = sp
+                while node is not None and node.span_id not in keep:
+                    keep.add(node.span_id)
+                    node = by_id.get(node.parent_span_id or "")
+        rows: list[EventRow] = []
+        refused: list[str] = []
+        for sp in spans:
+            if sp.span_id not in keep:
+                self.otlp["spans_not_genai"] += 1
+                continue
+            if sp.dropped_attributes:
+                self.otlp["spans_truncated"] += 1
+            try:
+                ev = map_span(sp)
+                data = _encode(ev)
+            except Exception as exc:  # noqa: BLE001 - one span's fault, not the request's
+                why = f"{type(exc).__name__}: {str(exc)[:100]}"
+                self.otlp_refused[why] += 1
+                refused.append(f"span {sp.span_id}: {why}")
+                continue
+            rows.append((ev["event_id"], ev["session_id"], ev["event_type"],
+                         "/opentelemetry/v1/traces", data))
+        if rows:
+            await self._store(rows, [])
+        self.otlp["events_stored"] += len(rows)
+        return _otlp_answer(ctype, len(refused), "; ".join(refused[:5]))
+
     # -- inspection and control ---------------------------------------------------------------
 
     async def stats(self, request: web.Request) -> web.Response:
@@ -370,6 +430,12 @@ class _Ingest:
             "orphan_events": self.orphans,
             "sessionless_events": self.sessionless,
             "bytes_received": self.bytes_received,
+            "otlp": {"spans_received": self.otlp["spans_received"],
+                     "events_stored": self.otlp["events_stored"],
+                     "spans_not_genai": self.otlp["spans_not_genai"],
+                     "spans_truncated": self.otlp["spans_truncated"],
+                     "spans_refused": sum(self.otlp_refused.values()),
+                     "refused_by_reason": dict(self.otlp_refused)},
         })
 
     async def get_session(self, request: web.Request) -> web.Response:
@@ -446,6 +512,26 @@ def _row(
     return (eid, sid, etype, path, body)
 
 
+def _otlp_answer(ctype: str, rejected: int, message: str) -> web.Response:
+    """An ``ExportTraceServiceResponse`` in the request's encoding, with
+    ``partial_success`` when spans were refused (as OTLP servers answer)."""
+    if ctype == "application/x-protobuf":
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceResponse,
+        )
+
+        resp = ExportTraceServiceResponse()
+        if rejected:
+            resp.partial_success.rejected_spans = rejected
+            resp.partial_success.error_message = message
+        return web.Response(body=resp.SerializeToString(),
+                            content_type="application/x-protobuf")
+    if rejected:
+        return _json({"partialSuccess": {"rejectedSpans": str(rejected),
+                                         "errorMessage": message}})
+    return _json({})
+
+
 def _splice(body: bytes, key: str, value: str) -> bytes:
     rest = body.strip()[1:].lstrip()
     sep = b"" if rest[:1] == b"}" else b","
@@ -509,6 +595,8 @@ def build_app(
     ):
         r.add_get(path, ingest.wrap(path, getter, ingest=False))
     r.add_put("/_control/faults", ingest.wrap("/_control/faults", ingest.put_faults, False))
+    for path in ("/opentelemetry/v1/traces", "/v1/traces"):
+        r.add_post(path, ingest.wrap(path, ingest.otlp_traces, ingest=False))
     return app
 
 

@@ -1,0 +1,355 @@
+"""One span in, one HoneyHive event out: the mapping of ``reference/otel-genai-mapping.md``
+§1.3-1.4, pure and typed.
+
+Dialects: HoneyHive's own (``honeyhive_*`` buckets, ``honeyhive.session_id``), OTel GenAI
+(``gen_ai.*``, JSON-string or list messages, and the older indexed ``gen_ai.prompt.{i}.*``),
+OpenLLMetry (``traceloop.*``) and OpenInference (``openinference.span.kind``, ``llm.*``,
+``input.value``). First match wins, in the reference's order. What no rule takes goes to
+``metadata``, as HoneyHive's OTLP path does.
+
+The event's id is a UUID derived from the trace and span ids, so a span exported twice
+keeps its id; a span's parent is the event of its parent span, or the session for a root.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from ._otlp import SpanData
+
+__all__ = ["GENAI_PREFIXES", "event_id_of", "is_genai", "map_span", "session_of"]
+
+_NS = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/hh-exporter/otel-span")
+#: Attribute prefixes that make a span an LLM-app span (the rest is HTTP, DB, ...).
+GENAI_PREFIXES = ("gen_ai.", "llm.", "openinference.", "traceloop.", "honeyhive")
+
+_OP_TYPES = {"chat": "model", "text_completion": "model", "generate_content": "model",
+             "invoke_agent": "chain", "create_agent": "chain", "invoke_workflow": "chain",
+             "execute_tool": "tool", "embeddings": "tool", "retrieval": "tool"}
+_OI_TYPES = {"LLM": "model", "CHAIN": "chain", "AGENT": "chain", "TOOL": "tool",
+             "RETRIEVER": "tool", "EMBEDDING": "tool", "RERANKER": "tool", "GUARDRAIL": "tool",
+             "EVALUATOR": "tool", "PROMPT": "tool"}
+_TL_TYPES = {"workflow": "chain", "task": "chain", "agent": "chain", "tool": "tool"}
+_BUCKETS = ("inputs", "outputs", "config", "metadata", "metrics", "feedback")
+_HYPER = ("temperature", "max_tokens", "top_p", "top_k", "frequency_penalty",
+          "presence_penalty", "stop_sequences", "seed")
+_TOKENS = (  # (metadata names, attribute spellings in priority order)
+    (("prompt_tokens", "input_tokens"),
+     ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")),
+    (("completion_tokens", "output_tokens"),
+     ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens",
+      "llm.token_count.completion")),
+    (("total_tokens",),
+     ("gen_ai.usage.total_tokens", "llm.usage.total_tokens", "llm.token_count.total")),
+    (("cache_read_input_tokens",),
+     ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens",
+      "llm.token_count.prompt_details.cache_read")),
+    (("cache_write_input_tokens",),
+     ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_write_input_tokens",
+      "llm.token_count.prompt_details.cache_write")),
+    (("reasoning_tokens",),
+     ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens",
+      "llm.token_count.completion_details.reasoning")),
+)
+
+
+def event_id_of(trace_id: str, span_id: str) -> str:
+    """The event id of a span: the same for every export of it."""
+    return str(uuid.uuid5(_NS, trace_id + span_id))
+
+
+def _uuid(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return None
+    try:
+        return str(uuid.UUID(v))
+    except ValueError:
+        return None
+
+
+def session_of(span: SpanData) -> str:
+    """The span's session: HoneyHive's attributes, else one session per trace."""
+    a = span.attributes
+    for key in ("honeyhive.session_id", "traceloop.association.properties.session_id",
+                "honeyhive_session_id"):
+        sid = _uuid(a.get(key))
+        if sid is not None:
+            return sid
+    return str(uuid.UUID(int=int(span.trace_id, 16)))
+
+
+def is_genai(span: SpanData) -> bool:
+    """Whether the span speaks any LLM dialect (else it is HTTP, a database, ...)."""
+    return any(k.startswith(GENAI_PREFIXES) for k in span.attributes)
+
+
+def _json(v: Any) -> Any:
+    """A JSON string's value (attributes carry structures as JSON strings), else ``v``."""
+    if isinstance(v, str) and v[:1] in "[{":
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    return v
+
+
+def _put(bucket: dict[str, Any], dotted: str, value: Any) -> None:
+    """``a.b.c`` = value into nested dicts (the decorators flatten, we fold back)."""
+    parts = dotted.split(".") if dotted else ["value"]
+    node = bucket
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = node[p] = {}
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _lists(node: Any) -> Any:
+    """Dicts keyed ``0..n-1`` back into lists: the decorators flatten a list ``r`` into
+    ``r.0``, ``r.1``, ..."""
+    if not isinstance(node, dict):
+        return node
+    node = {k: _lists(v) for k, v in node.items()}
+    if node and all(k.isascii() and k.isdigit() for k in node) and sorted(map(int, node)) == list(
+            range(len(node))):
+        return [node[str(i)] for i in range(len(node))]
+    return node
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("content") or p.get("text") or "" for p in content
+                       if isinstance(p, dict) and isinstance(p.get("content") or p.get("text"),
+                                                              str))
+    return "" if content is None else json.dumps(content)
+
+
+def _flatten_message(m: Any) -> dict[str, Any]:
+    """A GenAI message (``role`` + ``parts``) as ``{role, content, tool_calls}``."""
+    if not isinstance(m, dict):
+        return {"role": "user", "content": _text(m)}
+    out: dict[str, Any] = {"role": m.get("role", "user")}
+    parts = m.get("parts")
+    if isinstance(parts, list):
+        texts: list[str] = [str(p["content"]) for p in parts if isinstance(p, dict)
+                            and p.get("type") in ("text", None)
+                            and isinstance(p.get("content"), str)]
+        calls = [{"id": p.get("id"), "type": "function", "function": {
+            "name": p.get("name"), "arguments": p.get("arguments") if isinstance(
+                p.get("arguments"), str) else json.dumps(p.get("arguments"))}}
+            for p in parts if isinstance(p, dict) and p.get("type") == "tool_call"]
+        out["content"] = "".join(texts)
+        if calls:
+            out["tool_calls"] = calls
+    else:
+        out["content"] = _text(m.get("content"))
+        if m.get("tool_calls"):
+            out["tool_calls"] = m["tool_calls"]
+    if m.get("finish_reason"):
+        out["finish_reason"] = m["finish_reason"]
+    return out
+
+
+def _indexed(a: dict[str, Any], prefix: str, used: set[str]) -> list[dict[str, Any]]:
+    """``prefix.{i}.{field}`` attributes as a list of dicts, in index order."""
+    rows: dict[int, dict[str, Any]] = {}
+    for k, v in a.items():
+        if not k.startswith(prefix):
+            continue
+        head, _, rest = k[len(prefix):].partition(".")
+        if not (head.isascii() and head.isdigit()) or not rest:
+            continue
+        used.add(k)
+        _put(rows.setdefault(int(head), {}), rest, v)
+    return [rows[i] for i in sorted(rows)]
+
+
+def _event_type(a: dict[str, Any]) -> str:
+    t = a.get("honeyhive_event_type") or a.get("honeyhive_event_type_raw")
+    if isinstance(t, str) and t in ("model", "chain", "tool"):
+        return t
+    op, oi, tl = (a.get(k) for k in ("gen_ai.operation.name", "openinference.span.kind",
+                                     "traceloop.span.kind"))
+    t = _OP_TYPES.get(op) if isinstance(op, str) else None
+    if t is None and isinstance(oi, str):
+        t = _OI_TYPES.get(oi.upper())
+    if t is None and isinstance(tl, str):
+        t = _TL_TYPES.get(tl)
+    if t is None and (a.get("gen_ai.request.model") or a.get("llm.model_name")):
+        t = "model"
+    return t or "tool"
+
+
+def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
+    """The HoneyHive event of ``span`` (a dict in the ``/events`` shape). Never raises for
+    any attribute values; a span without ids is the caller's to refuse."""
+    a = span.attributes
+    used: set[str] = set()
+
+    def take(*keys: str) -> Any:
+        for k in keys:
+            if k in a and a[k] is not None:
+                used.add(k)
+                return a[k]
+        return None
+
+    sid = session_of(span)
+    used.update(("honeyhive.session_id", "traceloop.association.properties.session_id",
+                 "honeyhive_session_id"))
+    eid = event_id_of(span.trace_id, span.span_id)
+    parent = event_id_of(span.trace_id, span.parent_span_id) if span.parent_span_id else sid
+    etype = _event_type(a)
+    used.update(("honeyhive_event_type", "honeyhive_event_type_raw"))
+    buckets: dict[str, dict[str, Any]] = {b: {} for b in _BUCKETS}
+    for k, v in a.items():  # the HoneyHive decorators' buckets
+        for b in _BUCKETS:
+            pre = f"honeyhive_{b}"
+            if k == pre or k.startswith(pre + "."):
+                used.add(k)
+                val = _json(v)
+                if k == pre and isinstance(val, dict):
+                    buckets[b].update(val)
+                else:
+                    _put(buckets[b], k[len(pre) + 1:], val)
+    for b, node in buckets.items():
+        buckets[b] = {k: _lists(v) for k, v in node.items()}
+    inputs, outputs, config, metadata, metrics = (
+        buckets["inputs"], buckets["outputs"], buckets["config"], buckets["metadata"],
+        buckets["metrics"])
+
+    model = take("gen_ai.request.model", "llm.model_name")
+    if model is not None:
+        config.setdefault("model", model)
+    provider = take("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+    if isinstance(provider, str):
+        config.setdefault("provider", provider.lower())
+    for h in _HYPER:
+        v = take(f"gen_ai.request.{h}")
+        if v is not None:
+            config.setdefault(h, v)
+    params = _json(take("llm.invocation_parameters"))
+    if isinstance(params, dict):
+        for k, v in params.items():
+            config.setdefault(k, v)
+    tools = _json(take("gen_ai.tool.definitions", "llm.tools"))
+    if tools is not None:
+        config.setdefault("tools", tools)
+    if etype == "tool":
+        for src, dst in (("gen_ai.tool.name", "tool_name"),
+                         ("gen_ai.tool.description", "tool_description")):
+            v = take(src)
+            if v is not None:
+                config.setdefault(dst, v)
+
+    # Chat history and the answer (model events).
+    history: list[Any] = []
+    system = _json(take("gen_ai.system_instructions"))
+    if system is not None:
+        history.append({"role": "system", "content": _text(system)})
+    msgs = _json(take("gen_ai.input.messages"))
+    if isinstance(msgs, list):
+        history += [_flatten_message(m) for m in msgs]
+    else:
+        legacy = _indexed(a, "gen_ai.prompt.", used) or [
+            r.get("message", r) for r in _indexed(a, "llm.input_messages.", used)]
+        history += [_flatten_message(m) for m in legacy]
+    if history:
+        inputs.setdefault("chat_history", history)
+    out_msgs = _json(take("gen_ai.output.messages"))
+    answer: dict[str, Any] | None = None
+    if isinstance(out_msgs, list) and out_msgs:
+        answer = _flatten_message(out_msgs[0])
+    else:
+        legacy = _indexed(a, "gen_ai.completion.", used) or [
+            r.get("message", r) for r in _indexed(a, "llm.output_messages.", used)]
+        if legacy:
+            answer = _flatten_message(legacy[0])
+    if answer is not None:
+        for k, v in answer.items():
+            outputs.setdefault(k, v)
+
+    # Inputs and outputs of tools and chains.
+    args = _json(take("gen_ai.tool.call.arguments", "input.value", "traceloop.entity.input"))
+    used.add("input.mime_type")
+    if args is not None and not history:
+        if isinstance(args, dict):
+            for k, v in args.items():
+                inputs.setdefault(k, v)
+        else:
+            inputs.setdefault("value", args)
+    result = _json(take("gen_ai.tool.call.result", "output.value", "traceloop.entity.output"))
+    used.add("output.mime_type")
+    if result is not None and answer is None:
+        outputs.setdefault("message", result)
+
+    # Tokens: as given, never summed with their subsets.
+    for names, spellings in _TOKENS:
+        v = take(*spellings)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            for n in names:
+                metadata.setdefault(n, v)
+    if "total_tokens" not in metadata and isinstance(metadata.get("prompt_tokens"), int) \
+            and isinstance(metadata.get("completion_tokens"), int):
+        metadata["total_tokens"] = metadata["prompt_tokens"] + metadata["completion_tokens"]
+    cost = take("llm.cost.total", "gen_ai.usage.cost")
+    if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+        metrics.setdefault("cost", cost)
+    for key, name in (("gen_ai.response.id", "response_id"),
+                      ("gen_ai.response.model", "response_model"),
+                      ("gen_ai.operation.name", "operation_name"),
+                      ("openinference.span.kind", "span_kind"),
+                      ("traceloop.span.kind", "span_kind"),
+                      ("gen_ai.agent.name", "agent_name"), ("gen_ai.agent.id", "agent_id"),
+                      ("gen_ai.tool.call.id", "tool_call_id"), ("user.id", "user_id"),
+                      ("session.id", "session_id"),
+                      ("gen_ai.conversation.id", "conversation_id")):
+        v = take(key)
+        if v is not None:
+            metadata.setdefault(name, v)
+    reasons = take("gen_ai.response.finish_reasons")
+    if isinstance(reasons, list) and reasons:
+        metadata.setdefault("finish_reasons", reasons)
+        metadata.setdefault("finish_reason", reasons[0])
+    ttfc = take("gen_ai.response.time_to_first_chunk")
+    if isinstance(ttfc, (int, float)) and not isinstance(ttfc, bool):
+        metadata.setdefault("time_to_first_token_ms", ttfc * 1000)
+
+    # Error, source, the OTLP context, and everything no rule took.
+    error = take("honeyhive_error")
+    if error is None and span.status_code == "ERROR":
+        error = span.status_message or None
+        if error is None:
+            for name, attrs in span.events:
+                if name == "exception":
+                    error = attrs.get("exception.message") or attrs.get("exception.type")
+                    break
+        if error is None:
+            error = a.get("error.type") or "error"
+    src = take("honeyhive.source", "traceloop.association.properties.source") or source or \
+        span.resource.get("deployment.environment.name") or "otel"
+    metadata.setdefault("trace_id", span.trace_id)
+    metadata.setdefault("span_id", span.span_id)
+    if span.parent_span_id:
+        metadata.setdefault("parent_span_id", span.parent_span_id)
+    if span.scope:
+        metadata.setdefault("instrumentor", span.scope)
+    for k, v in a.items():
+        if k not in used:
+            metadata.setdefault(k, v)
+    start_ms = span.start_ns // 1_000_000
+    end_ms = max(start_ms, span.end_ns // 1_000_000)
+    event: dict[str, Any] = {
+        "event_id": eid, "session_id": sid, "parent_id": parent, "event_type": etype,
+        "event_name": span.name or etype, "source": str(src), "start_time": start_ms,
+        "end_time": end_ms, "duration": max(0.0, (span.end_ns - span.start_ns) / 1e6),
+        "inputs": inputs, "outputs": outputs, "config": config, "metadata": metadata,
+        "metrics": metrics, "feedback": buckets["feedback"],
+    }
+    if error is not None:
+        event["error"] = str(error)
+    return event

@@ -1,0 +1,174 @@
+"""OpenTelemetry spans to HoneyHive events, at the exporter's price: ``HoneyHiveSpanExporter``.
+
+::
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(HoneyHiveSpanExporter(hh)))
+    OpenAIInstrumentor().instrument(tracer_provider=provider)   # any GenAI instrumentation
+
+Each span is mapped (``hh_exporter._otel_map``: OTel GenAI, OpenLLMetry, OpenInference and
+HoneyHive's own attributes) to one event handed to an :class:`~hh_exporter.Exporter` or
+:class:`~hh_exporter.SyncExporter`; ``export()`` returns once the events are accepted, never
+waiting on the network. Sessions are started before their events: the session a span
+names (``honeyhive.session_id``), else one per trace.
+
+Spans of no LLM dialect (HTTP, databases) are left out unless they are ancestors of one
+that speaks it (``include_non_genai=True`` keeps them all). Every span is counted in
+:attr:`HoneyHiveSpanExporter.stats`: exported, not GenAI, refused (could not be mapped or
+encoded), truncated (the SDK had dropped attributes: raise
+``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``).
+
+The contrib ``opentelemetry-instrumentation-openai-v2`` puts message content in log events
+by default, which a span exporter does not see. Put it on the spans:
+``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental`` and
+``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=span_only``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from .._errors import ExporterClosedError
+from .._exporter import Exporter
+from .._otel_map import is_genai, map_span, session_of
+from .._otlp import SpanData
+from .._session import Session
+from .._sync import SyncExporter
+from .._trace import warn
+
+__all__ = ["HoneyHiveSpanExporter", "span_data"]
+
+_MAX_REMEMBERED = 100_000
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def span_data(span: ReadableSpan) -> SpanData:
+    """An SDK span as the mapping's plain span."""
+    ctx = span.context
+    parent = span.parent
+    status = span.status
+    return SpanData(
+        trace_id=f"{ctx.trace_id:032x}", span_id=f"{ctx.span_id:016x}",
+        parent_span_id=f"{parent.span_id:016x}" if parent is not None else None,
+        name=span.name, start_ns=span.start_time or 0, end_ns=span.end_time or 0,
+        attributes={k: _plain(v) for k, v in (span.attributes or {}).items()},
+        events=[(e.name, {k: _plain(v) for k, v in (e.attributes or {}).items()})
+                for e in span.events],
+        status_code=status.status_code.name, status_message=status.description or "",
+        resource=dict(span.resource.attributes),
+        scope=span.instrumentation_scope.name if span.instrumentation_scope else "",
+        dropped_attributes=span.dropped_attributes)
+
+
+class HoneyHiveSpanExporter(SpanExporter):
+    """An OpenTelemetry ``SpanExporter`` that logs spans as HoneyHive events.
+
+    Args:
+        exporter: The :class:`~hh_exporter.Exporter` (its loop runs elsewhere: spans come
+            from the BatchSpanProcessor's thread) or :class:`~hh_exporter.SyncExporter`.
+        include_non_genai: Keep every span, not only LLM spans and their ancestors.
+        session_name: The name of the sessions started for traces that carry none
+            (default: the resource's ``service.name``).
+    """
+
+    def __init__(self, exporter: Exporter | SyncExporter, *, include_non_genai: bool = False,
+                 session_name: str | None = None) -> None:
+        if not isinstance(exporter, (Exporter, SyncExporter)):
+            raise TypeError("exporter must be an hh_exporter Exporter or SyncExporter")
+        self._exporter = exporter
+        self._include_all = include_non_genai
+        self._session_name = session_name
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        # Parents of kept spans not seen yet: a parent ends (and is exported) after its
+        # children, so it is kept when it comes.
+        self._wanted: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        #: Spans by outcome: exported, not_genai, refused, truncated.
+        self.stats: Counter[str] = Counter()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Map and hand over ``spans``; returns once they are accepted (no network)."""
+        with self._lock:  # the SDK may call from more than one processor
+            try:
+                for span in spans:
+                    self._one(span_data(span))
+            except ExporterClosedError:
+                return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def _one(self, sp: SpanData) -> None:
+        key = sp.trace_id + sp.span_id
+        wanted = self._wanted.pop(key, None) is not None
+        if not (self._include_all or wanted or is_genai(sp)):
+            self.stats["not_genai"] += 1
+            return
+        if sp.parent_span_id:
+            self._wanted[sp.trace_id + sp.parent_span_id] = None
+            if len(self._wanted) > _MAX_REMEMBERED:
+                self._wanted.popitem(last=False)
+        if sp.dropped_attributes:
+            self.stats["truncated"] += 1
+        try:
+            fields = map_span(sp)
+            session = self._session(session_of(sp), sp)
+            fields.pop("session_id", None)
+            self._exporter.log_event(session=session, **fields)
+        except ExporterClosedError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - counted, never the app's problem
+            self.stats["refused"] += 1
+            warn(f"exporting the span {sp.name!r}", exc)
+            return
+        self.stats["exported"] += 1
+
+    def _session(self, sid: str, sp: SpanData) -> Session:
+        s = self._sessions.get(sid)
+        if s is not None:
+            self._sessions.move_to_end(sid)
+            return s
+        name = self._session_name or str(sp.resource.get("service.name") or "otel")
+        # Started before its first event; a session the HoneyHive tracer started already
+        # is merged by the API, not duplicated.
+        s = self._sessions[sid] = self._exporter.session(session_id=sid, session_name=name)
+        if len(self._sessions) > _MAX_REMEMBERED:
+            self._sessions.popitem(last=False)
+        return s
+
+    def _run(self, what: str, timeout: float) -> bool:
+        ex = self._exporter
+        if isinstance(ex, SyncExporter):
+            if what == "flush":
+                return ex.flush(timeout)
+            ex.close(timeout)
+            return True
+        loop = ex._loop
+        if loop is None or loop.is_closed():
+            return what != "flush"
+        if threading.get_ident() == ex._thread_id:
+            # On the exporter's own loop we cannot block: await hh.flush() there instead.
+            return False
+        coro: Any = ex.flush(timeout) if what == "flush" else ex.aclose(timeout)
+        try:
+            result = asyncio.run_coroutine_threadsafe(coro, loop).result(timeout + 1.0)
+        except Exception:  # noqa: BLE001 - a deadline, or the loop went away
+            return False
+        return bool(result) if what == "flush" else True
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Deliver what was exported, within the deadline (the exporter's ``flush``)."""
+        return self._run("flush", timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        """Flush and close the exporter, within its ``close_timeout``."""
+        timeout = getattr(getattr(self._exporter, "config", None), "close_timeout", 10.0)
+        self._run("close", float(timeout))
