@@ -13,9 +13,12 @@ keeps its id; a span's parent is the event of its parent span, or the session fo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from typing import Any
+
+import msgspec
 
 from ._otlp import SpanData
 
@@ -33,8 +36,11 @@ _OI_TYPES = {"LLM": "model", "CHAIN": "chain", "AGENT": "chain", "TOOL": "tool",
              "EVALUATOR": "tool", "PROMPT": "tool"}
 _TL_TYPES = {"workflow": "chain", "task": "chain", "agent": "chain", "tool": "tool"}
 _BUCKETS = ("inputs", "outputs", "config", "metadata", "metrics", "feedback")
+_INDEXED = ("gen_ai.prompt.", "gen_ai.completion.", "llm.input_messages.",
+            "llm.output_messages.")
 _HYPER = ("temperature", "max_tokens", "top_p", "top_k", "frequency_penalty",
           "presence_penalty", "stop_sequences", "seed")
+_HYPER_KEYS = tuple((h, f"gen_ai.request.{h}") for h in _HYPER)
 _TOKENS = (  # (metadata names, attribute spellings in priority order)
     (("prompt_tokens", "input_tokens"),
      ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")),
@@ -55,9 +61,25 @@ _TOKENS = (  # (metadata names, attribute spellings in priority order)
 )
 
 
+_NS_BYTES = _NS.bytes
+
+
+_META_KEYS = (("gen_ai.response.id", "response_id"), ("gen_ai.response.model", "response_model"),
+              ("gen_ai.operation.name", "operation_name"),
+              ("openinference.span.kind", "span_kind"), ("traceloop.span.kind", "span_kind"),
+              ("gen_ai.agent.name", "agent_name"), ("gen_ai.agent.id", "agent_id"),
+              ("gen_ai.tool.call.id", "tool_call_id"), ("user.id", "user_id"),
+              ("session.id", "session_id"), ("gen_ai.conversation.id", "conversation_id"))
+
+
 def event_id_of(trace_id: str, span_id: str) -> str:
-    """The event id of a span: the same for every export of it."""
-    return str(uuid.uuid5(_NS, trace_id + span_id))
+    """The event id of a span: the same for every export of it (``uuid5`` of the trace and
+    span ids, computed without building UUID objects: it runs for every span)."""
+    h = bytearray(hashlib.sha1(_NS_BYTES + (trace_id + span_id).encode()).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50  # version 5
+    h[8] = (h[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def _uuid(v: Any) -> str | None:
@@ -74,10 +96,12 @@ def session_of(span: SpanData) -> str:
     a = span.attributes
     for key in ("honeyhive.session_id", "traceloop.association.properties.session_id",
                 "honeyhive_session_id"):
-        sid = _uuid(a.get(key))
-        if sid is not None:
-            return sid
-    return str(uuid.UUID(int=int(span.trace_id, 16)))
+        if key in a:
+            sid = _uuid(a[key])
+            if sid is not None:
+                return sid
+    t = span.trace_id  # 32 hex digits: the trace's id, as a UUID
+    return f"{t[:8]}-{t[8:12]}-{t[12:16]}-{t[16:20]}-{t[20:]}"
 
 
 def is_genai(span: SpanData) -> bool:
@@ -87,10 +111,10 @@ def is_genai(span: SpanData) -> bool:
 
 def _json(v: Any) -> Any:
     """A JSON string's value (attributes carry structures as JSON strings), else ``v``."""
-    if isinstance(v, str) and v[:1] in "[{":
+    if isinstance(v, str) and v[:1] in ("[", "{"):
         try:
-            return json.loads(v)
-        except ValueError:
+            return msgspec.json.decode(v)
+        except msgspec.DecodeError:
             return v
     return v
 
@@ -206,18 +230,22 @@ def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
     etype = _event_type(a)
     used.update(("honeyhive_event_type", "honeyhive_event_type_raw"))
     buckets: dict[str, dict[str, Any]] = {b: {} for b in _BUCKETS}
-    for k, v in a.items():  # the HoneyHive decorators' buckets
-        for b in _BUCKETS:
-            pre = f"honeyhive_{b}"
-            if k == pre or k.startswith(pre + "."):
+    families: set[str] = set()  # the indexed families present (gen_ai.prompt., ...)
+    for k, v in a.items():  # one pass: the decorators' buckets, and which families
+        if k.startswith("honeyhive_"):
+            head, dot, sub = k[10:].partition(".")
+            if head in buckets:
                 used.add(k)
                 val = _json(v)
-                if k == pre and isinstance(val, dict):
-                    buckets[b].update(val)
+                if not dot and isinstance(val, dict):
+                    buckets[head].update(val)
                 else:
-                    _put(buckets[b], k[len(pre) + 1:], val)
+                    _put(buckets[head], sub, val)
+        elif k.startswith(_INDEXED):
+            families.add(k[:k.index(".", k.index(".") + 1) + 1])
     for b, node in buckets.items():
-        buckets[b] = {k: _lists(v) for k, v in node.items()}
+        if node:
+            buckets[b] = {k: _lists(v) for k, v in node.items()}
     inputs, outputs, config, metadata, metrics = (
         buckets["inputs"], buckets["outputs"], buckets["config"], buckets["metadata"],
         buckets["metrics"])
@@ -228,10 +256,10 @@ def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
     provider = take("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
     if isinstance(provider, str):
         config.setdefault("provider", provider.lower())
-    for h in _HYPER:
-        v = take(f"gen_ai.request.{h}")
-        if v is not None:
-            config.setdefault(h, v)
+    for h, key in _HYPER_KEYS:
+        if key in a and a[key] is not None:
+            used.add(key)
+            config.setdefault(h, a[key])
     params = _json(take("llm.invocation_parameters"))
     if isinstance(params, dict):
         for k, v in params.items():
@@ -255,8 +283,9 @@ def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
     if isinstance(msgs, list):
         history += [_flatten_message(m) for m in msgs]
     else:
-        legacy = _indexed(a, "gen_ai.prompt.", used) or [
-            r.get("message", r) for r in _indexed(a, "llm.input_messages.", used)]
+        legacy = _indexed(a, "gen_ai.prompt.", used) if "gen_ai.prompt." in families else []
+        if not legacy and "llm.input_messages." in families:
+            legacy = [r.get("message", r) for r in _indexed(a, "llm.input_messages.", used)]
         history += [_flatten_message(m) for m in legacy]
     if history:
         inputs.setdefault("chat_history", history)
@@ -265,8 +294,10 @@ def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
     if isinstance(out_msgs, list) and out_msgs:
         answer = _flatten_message(out_msgs[0])
     else:
-        legacy = _indexed(a, "gen_ai.completion.", used) or [
-            r.get("message", r) for r in _indexed(a, "llm.output_messages.", used)]
+        legacy = _indexed(a, "gen_ai.completion.", used) \
+            if "gen_ai.completion." in families else []
+        if not legacy and "llm.output_messages." in families:
+            legacy = [r.get("message", r) for r in _indexed(a, "llm.output_messages.", used)]
         if legacy:
             answer = _flatten_message(legacy[0])
     if answer is not None:
@@ -299,18 +330,10 @@ def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
     cost = take("llm.cost.total", "gen_ai.usage.cost")
     if isinstance(cost, (int, float)) and not isinstance(cost, bool):
         metrics.setdefault("cost", cost)
-    for key, name in (("gen_ai.response.id", "response_id"),
-                      ("gen_ai.response.model", "response_model"),
-                      ("gen_ai.operation.name", "operation_name"),
-                      ("openinference.span.kind", "span_kind"),
-                      ("traceloop.span.kind", "span_kind"),
-                      ("gen_ai.agent.name", "agent_name"), ("gen_ai.agent.id", "agent_id"),
-                      ("gen_ai.tool.call.id", "tool_call_id"), ("user.id", "user_id"),
-                      ("session.id", "session_id"),
-                      ("gen_ai.conversation.id", "conversation_id")):
-        v = take(key)
-        if v is not None:
-            metadata.setdefault(name, v)
+    for key, name in _META_KEYS:
+        if key in a and a[key] is not None:
+            used.add(key)
+            metadata.setdefault(name, a[key])
     reasons = take("gen_ai.response.finish_reasons")
     if isinstance(reasons, list) and reasons:
         metadata.setdefault("finish_reasons", reasons)

@@ -48,8 +48,33 @@ __all__ = ["HoneyHiveSpanExporter", "span_data"]
 _MAX_REMEMBERED = 100_000
 
 
-def _plain(v: Any) -> Any:
-    return list(v) if isinstance(v, tuple) else v
+def _plain(attrs: Any) -> dict[str, Any]:
+    """Span attributes as a plain dict, sequences as lists. The SDK's BoundedAttributes is
+    a MutableMapping whose generic iteration costs more than the mapping of the span: read
+    its dict directly when it has one."""
+    if not attrs:
+        return {}
+    d = getattr(attrs, "_dict", attrs)
+    out = dict(d)
+    for k, v in out.items():
+        if type(v) is tuple:
+            out[k] = list(v)
+    return out
+
+
+_resources: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+
+def _resource(res: Any) -> dict[str, Any]:
+    """A resource's attributes, converted once per resource (one per provider)."""
+    hit = _resources.get(id(res))
+    if hit is not None and hit[0] is res:
+        return hit[1]
+    attrs = _plain(res.attributes)
+    if len(_resources) > 64:
+        _resources.clear()
+    _resources[id(res)] = (res, attrs)
+    return attrs
 
 
 def span_data(span: ReadableSpan) -> SpanData:
@@ -57,16 +82,15 @@ def span_data(span: ReadableSpan) -> SpanData:
     ctx = span.context
     parent = span.parent
     status = span.status
+    scope = span.instrumentation_scope
     return SpanData(
         trace_id=f"{ctx.trace_id:032x}", span_id=f"{ctx.span_id:016x}",
         parent_span_id=f"{parent.span_id:016x}" if parent is not None else None,
         name=span.name, start_ns=span.start_time or 0, end_ns=span.end_time or 0,
-        attributes={k: _plain(v) for k, v in (span.attributes or {}).items()},
-        events=[(e.name, {k: _plain(v) for k, v in (e.attributes or {}).items()})
-                for e in span.events],
+        attributes=_plain(span.attributes),
+        events=[(e.name, _plain(e.attributes)) for e in span.events] if span.events else [],
         status_code=status.status_code.name, status_message=status.description or "",
-        resource=dict(span.resource.attributes),
-        scope=span.instrumentation_scope.name if span.instrumentation_scope else "",
+        resource=_resource(span.resource), scope=scope.name if scope else "",
         dropped_attributes=span.dropped_attributes)
 
 
