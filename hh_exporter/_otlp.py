@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["OTLPError", "SpanData", "decode_request"]
+__all__ = ["OTLPError", "SpanData", "Spans", "decode_request"]
 
 #: The most a decompressed request may hold (a gzip bomb stops here).
 MAX_DECOMPRESSED = 64 * 1024 * 1024
@@ -49,8 +49,10 @@ _STATUS = {0: "UNSET", 1: "OK", 2: "ERROR", "STATUS_CODE_UNSET": "UNSET",
            "STATUS_CODE_OK": "OK", "STATUS_CODE_ERROR": "ERROR"}
 
 
-def decode_request(body: bytes, content_type: str, encoding: str = "") -> list[SpanData]:
-    """The spans of one ``ExportTraceServiceRequest``; OTLPError if it is not one."""
+def decode_request(body: bytes, content_type: str, encoding: str = "") -> Spans:
+    """The spans of one ``ExportTraceServiceRequest``; OTLPError if it is not one. Spans
+    that cannot be read (no ids, a value of the wrong type) are left out and listed in
+    :data:`REFUSED` of the returned list (``refused_spans(result)``)."""
     enc = encoding.lower()
     if enc == "gzip":
         # aiohttp's server already inflates gzip request bodies; other hosts may not.
@@ -63,7 +65,13 @@ def decode_request(body: bytes, content_type: str, encoding: str = "") -> list[S
             req = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
             raise OTLPError(f"invalid JSON: {exc}") from None
-        return _from_json(req)
+        try:
+            return _from_json(req)
+        except OTLPError:
+            raise
+        except (AttributeError, TypeError, ValueError) as exc:  # a shape OTLP does not have
+            raise OTLPError(f"not an ExportTraceServiceRequest: {type(exc).__name__}: "
+                            f"{str(exc)[:100]}") from None
     if content_type == "application/x-protobuf":
         return _from_protobuf(body)
     raise OTLPError(f"Content-Type must be application/json or application/x-protobuf, "
@@ -130,37 +138,57 @@ def _hex_id(v: Any, n: int) -> str | None:
     return raw.hex()
 
 
-def _from_json(req: Any) -> list[SpanData]:
+class Spans(list[SpanData]):
+    """The spans of a request, and why any were refused (one message per span)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: list[str] = []
+
+
+def _status(code: Any) -> str:
+    return _STATUS.get(code, "UNSET") if isinstance(code, (int, str)) else "UNSET"
+
+
+def _from_json(req: Any) -> Spans:
     if not isinstance(req, dict) or not isinstance(req.get("resourceSpans", []), list):
         raise OTLPError("not an ExportTraceServiceRequest: no resourceSpans list")
-    out: list[SpanData] = []
+    out = Spans()
     for rs in req.get("resourceSpans") or []:
         resource = _attrs(((rs or {}).get("resource") or {}).get("attributes"))
         for ss in (rs or {}).get("scopeSpans") or (rs or {}).get("instrumentationLibrarySpans") \
                 or []:
             scope = ((ss or {}).get("scope") or {}).get("name") or ""
             for sp in (ss or {}).get("spans") or []:
-                if not isinstance(sp, dict):
-                    raise OTLPError("a span must be an object")
-                trace_id = _hex_id(sp.get("traceId"), 32)
-                span_id = _hex_id(sp.get("spanId"), 16)
-                if trace_id is None or span_id is None:
-                    raise OTLPError("a span needs traceId and spanId")
-                status = sp.get("status") or {}
-                out.append(SpanData(
-                    trace_id=trace_id, span_id=span_id,
-                    parent_span_id=_hex_id(sp.get("parentSpanId"), 16),
-                    name=str(sp.get("name") or ""),
-                    start_ns=int(sp.get("startTimeUnixNano") or 0),
-                    end_ns=int(sp.get("endTimeUnixNano") or 0),
-                    attributes=_attrs(sp.get("attributes")),
-                    events=[(str(e.get("name") or ""), _attrs(e.get("attributes")))
-                            for e in sp.get("events") or [] if isinstance(e, dict)],
-                    status_code=_STATUS.get(status.get("code", 0), "UNSET"),
-                    status_message=str(status.get("message") or ""),
-                    resource=resource, scope=str(scope),
-                    dropped_attributes=int(sp.get("droppedAttributesCount") or 0)))
+                try:
+                    out.append(_json_span(sp, resource, str(scope)))
+                except (OTLPError, ValueError, TypeError, AttributeError) as exc:
+                    out.refused.append(f"{type(exc).__name__}: {str(exc)[:120]}")
     return out
+
+
+def _json_span(sp: Any, resource: dict[str, Any], scope: str) -> SpanData:
+    """One OTLP/JSON span; raises (OTLPError, ValueError...) if it cannot be read."""
+    if not isinstance(sp, dict):
+        raise OTLPError("a span must be an object")
+    trace_id = _hex_id(sp.get("traceId"), 32)
+    span_id = _hex_id(sp.get("spanId"), 16)
+    if trace_id is None or span_id is None:
+        raise OTLPError("a span needs traceId and spanId")
+    status = sp.get("status") or {}
+    return SpanData(
+        trace_id=trace_id, span_id=span_id,
+        parent_span_id=_hex_id(sp.get("parentSpanId"), 16),
+        name=str(sp.get("name") or ""),
+        start_ns=int(sp.get("startTimeUnixNano") or 0),
+        end_ns=int(sp.get("endTimeUnixNano") or 0),
+        attributes=_attrs(sp.get("attributes")),
+        events=[(str(e.get("name") or ""), _attrs(e.get("attributes")))
+                for e in sp.get("events") or [] if isinstance(e, dict)],
+        status_code=_status(status.get("code", 0)),
+        status_message=str(status.get("message") or ""),
+        resource=resource, scope=scope,
+        dropped_attributes=int(sp.get("droppedAttributesCount") or 0))
 
 
 # -- protobuf -------------------------------------------------------------------------------
@@ -178,7 +206,7 @@ def _pb_value(v: Any) -> Any:
     return getattr(v, kind)
 
 
-def _from_protobuf(body: bytes) -> list[SpanData]:
+def _from_protobuf(body: bytes) -> Spans:
     try:
         from google.protobuf.message import DecodeError
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -192,13 +220,14 @@ def _from_protobuf(body: bytes) -> list[SpanData]:
         req.ParseFromString(body)
     except DecodeError as exc:
         raise OTLPError(f"invalid protobuf: {exc}") from None
-    out: list[SpanData] = []
+    out = Spans()
     for rs in req.resource_spans:
         resource = {kv.key: _pb_value(kv.value) for kv in rs.resource.attributes}
         for ss in rs.scope_spans:
             for sp in ss.spans:
                 if len(sp.trace_id) != 16 or len(sp.span_id) != 8:
-                    raise OTLPError("a span needs a 16-byte traceId and an 8-byte spanId")
+                    out.refused.append("a span needs a 16-byte traceId and an 8-byte spanId")
+                    continue
                 out.append(SpanData(
                     trace_id=sp.trace_id.hex(), span_id=sp.span_id.hex(),
                     parent_span_id=sp.parent_span_id.hex() or None, name=sp.name,

@@ -282,7 +282,6 @@ async def test_otlp_protobuf_and_bad_requests(collector: Any) -> None:
     for raw, headers, why in (
             (b"{not json", {}, "invalid JSON"),
             (b"\x00garbage", {"Content-Encoding": "gzip"}, "invalid gzip"),
-            (json.dumps(otlp_json([{"name": "no ids"}])).encode(), {}, "traceId"),
             (b"{}", {"Content-Type": "text/plain"}, "Content-Type")):
         status, body = await http_json(collector.url, "/v1/traces", "POST", raw=raw,
                                        headers=headers)
@@ -290,6 +289,44 @@ async def test_otlp_protobuf_and_bad_requests(collector: Any) -> None:
     status, _ = await http_json(collector.url, "/v1/traces", "POST", raw=b"{}",
                                 token="wrong")
     assert status == 401
+
+
+async def test_unreadable_spans_are_refused_one_by_one(collector: Any) -> None:
+    """A span without ids is refused with partial_success; the rest of the request is
+    stored, as OTLP servers answer."""
+    good = jspan("eee19b7ec3c1b178", None, "tool", {"openinference.span.kind": "TOOL"})
+    body = otlp_json([good, {"name": "no ids"}, {"traceId": 7, "spanId": "x"}])
+    status, answer = await http_json(collector.url, "/v1/traces", "POST",
+                                     raw=json.dumps(body).encode())
+    assert status == 200
+    assert answer["partialSuccess"]["rejectedSpans"] == "2"
+    assert "traceId" in answer["partialSuccess"]["errorMessage"]
+    _, st_ = await http_json(collector.url, "/stats")
+    assert st_["otlp"]["events_stored"] == 1 and st_["otlp"]["spans_refused"] == 2
+    assert st_["otlp"]["spans_received"] == 3
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from([
+        "resourceSpans", "scopeSpans", "spans", "traceId", "spanId", "parentSpanId", "name",
+        "attributes", "key", "value", "stringValue", "intValue", "arrayValue", "values",
+        "status", "code", "events", "startTimeUnixNano", "resource", "scope", "x"]), inner,
+        max_size=4), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(req=json_values)
+def test_any_json_decodes_to_spans_or_a_clear_refusal(req: Any) -> None:
+    from hh_exporter._otlp import OTLPError, decode_request
+
+    try:
+        spans = decode_request(json.dumps(req).encode(), "application/json")
+    except OTLPError as exc:
+        assert str(exc)
+        return
+    for sp in spans:
+        msgspec.json.encode(map_span(sp))
 
 
 # -- the mapping, against data -------------------------------------------------------------------

@@ -376,7 +376,7 @@ class _Ingest:
             spans = decode_request(body, ctype, request.headers.get("Content-Encoding", ""))
         except OTLPError as exc:
             return _json({"code": 3, "message": str(exc)}, 400)  # 3: INVALID_ARGUMENT
-        self.otlp["spans_received"] += len(spans)
+        self.otlp["spans_received"] += len(spans) + len(spans.refused)
         # A span is kept if it speaks an LLM dialect, or is an ancestor of one that does.
         by_id = {sp.span_id: sp for sp in spans}
         keep: set[str] = set()
@@ -387,7 +387,9 @@ class _Ingest:
                     keep.add(node.span_id)
                     node = by_id.get(node.parent_span_id or "")
         rows: list[EventRow] = []
-        refused: list[str] = []
+        refused: list[str] = list(spans.refused)  # spans that could not even be read
+        for why in spans.refused:
+            self.otlp_refused[why.split(":", 1)[0]] += 1
         for sp in spans:
             if sp.span_id not in keep:
                 self.otlp["spans_not_genai"] += 1
