@@ -143,14 +143,30 @@ def _lists(node: Any) -> Any:
     return node
 
 
+def _part_text(p: Any) -> str:
+    if not isinstance(p, dict):
+        return ""
+    if isinstance(p.get("message_content"), dict):  # OpenInference's contents.{j}
+        p = p["message_content"]
+    t = p.get("content") if isinstance(p.get("content"), str) else p.get("text")
+    return t if isinstance(t, str) else ""
+
+
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("content") or p.get("text") or "" for p in content
-                       if isinstance(p, dict) and isinstance(p.get("content") or p.get("text"),
-                                                              str))
+        return "".join(_part_text(p) for p in content)
     return "" if content is None else json.dumps(content)
+
+
+def _tool_call(c: Any) -> Any:
+    """A tool call as the OpenAI shape: OpenInference nests it under ``tool_call``."""
+    if isinstance(c, dict) and isinstance(c.get("tool_call"), dict):
+        c = c["tool_call"]
+    if isinstance(c, dict) and isinstance(c.get("function"), dict):
+        return {"id": c.get("id"), "type": "function", "function": c["function"]}
+    return c
 
 
 def _flatten_message(m: Any) -> dict[str, Any]:
@@ -171,9 +187,14 @@ def _flatten_message(m: Any) -> dict[str, Any]:
         if calls:
             out["tool_calls"] = calls
     else:
-        out["content"] = _text(m.get("content"))
-        if m.get("tool_calls"):
-            out["tool_calls"] = m["tool_calls"]
+        content = m.get("content")
+        if content is None and m.get("contents") is not None:
+            content = _lists(m["contents"])
+        out["content"] = _text(content)
+        calls = _lists(m.get("tool_calls"))
+        if calls:
+            out["tool_calls"] = [_tool_call(c) for c in calls] if isinstance(calls, list) \
+                else calls
     if m.get("finish_reason"):
         out["finish_reason"] = m["finish_reason"]
     return out

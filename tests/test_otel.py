@@ -22,7 +22,7 @@ from hh_exporter import SyncExporter
 from hh_exporter._otel_map import event_id_of, map_span
 from hh_exporter._otlp import SpanData
 
-from .conftest import TOKEN, ThreadedCollector, http_json
+from .conftest import DATA, TOKEN, ThreadedCollector, http_json
 from .llm_standin import LLMStandIn
 
 
@@ -467,3 +467,58 @@ def test_any_attributes_map_to_an_encodable_event(attrs: dict[str, Any], status:
 def test_env_is_clean() -> None:
     """The plain-OTel test sets its content-capture variables through monkeypatch only."""
     assert "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT" not in os.environ
+
+
+# -- span sets recorded from the instrumentations (tests/data/otel, data only) ----------------
+#
+# Recorded once from the real opentelemetry-instrumentation-openai-v2 (gen_ai_latest_
+# experimental, span_only) and openinference-instrumentation-openai, each on three calls to
+# the stand-in: a chat with a system prompt and temperature 0.3, a stream with usage, and a
+# call that offers a tool (the stand-in answers with a call to it). The expectations below
+# are written by hand from what the calls were.
+
+SKY = [{"role": "system", "content": "be brief"},
+       {"role": "user", "content": "why is the sky blue"}]
+CALL = [{"id": "call_1", "type": "function",
+         "function": {"name": "search", "arguments": '{"q": "x"}'}}]
+RECORDED = {
+    "openai_v2_span_only": [
+        {"chat_history": SKY, "content": "reply to: why is the sky blue", "tokens": (7, 7),
+         "temperature": 0.3, "model": "gpt-4o"},
+        {"chat_history": [{"role": "user", "content": "and then what"}],
+         "content": "reply to: and then what", "tokens": (3, 5), "model": "gpt-4o"},
+        {"chat_history": [{"role": "user", "content": "use a tool"}], "content": "",
+         "tool_calls": CALL, "tokens": (3, 3), "model": "gpt-4o"}],
+    # OpenInference names the model that answered.
+    "openinference_openai": [
+        {"chat_history": SKY, "content": "reply to: why is the sky blue", "tokens": (7, 7),
+         "temperature": 0.3, "model": "gpt-4o-2026-01-01"},
+        {"chat_history": [{"role": "user", "content": "and then what"}],
+         "content": "reply to: and then what", "tokens": (3, 5), "model": "gpt-4o-2026-01-01"},
+        {"chat_history": [{"role": "user", "content": "use a tool"}], "content": "",
+         "tool_calls": CALL, "tokens": (3, 3), "model": "gpt-4o-2026-01-01"}],
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_recorded_span_sets(name: str) -> None:
+    data = json.loads((DATA / "otel" / f"{name}.json").read_text())
+    spans = [SpanData(**{**d, "events": [tuple(e) for e in d["events"]]}) for d in data]
+    spans.sort(key=lambda sp: sp.start_ns)
+    assert len(spans) == len(RECORDED[name])
+    for sp, want in zip(spans, RECORDED[name], strict=True):
+        e = map_span(sp)
+        assert e["event_type"] == "model"
+        assert e["config"]["model"] == want["model"]
+        assert e["config"]["provider"] == "openai"
+        if "temperature" in want:
+            assert e["config"]["temperature"] == want["temperature"]
+        assert e["inputs"]["chat_history"] == want["chat_history"]
+        assert e["outputs"]["role"] == "assistant"
+        assert e["outputs"]["content"] == want["content"]
+        assert e["outputs"].get("tool_calls") == want.get("tool_calls")
+        prompt, completion = want["tokens"]
+        assert e["metadata"]["prompt_tokens"] == prompt
+        assert e["metadata"]["completion_tokens"] == completion
+        assert e["metadata"]["total_tokens"] == prompt + completion
+        assert e["parent_id"] == e["session_id"]  # a root span hangs from its session
