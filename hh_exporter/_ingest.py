@@ -34,7 +34,7 @@ from ._progress import Progress
 from ._spool import is_header, parse_header
 from ._v1 import EVENT_KEYS, event_to_v1, model_to_v1
 
-__all__ = ["IngestResult", "iter_lines", "run_ingest"]
+__all__ = ["IngestResult", "first_start", "iter_lines", "reject_record", "run_ingest"]
 
 Obj = dict[str, Any]
 
@@ -201,6 +201,25 @@ def _prepare(
     return data, generic, sid, start
 
 
+def reject_record(where: str, n: int, reason: str, line: bytes | str) -> str:
+    """One line of the rejects file: where, which line, why, and the line itself."""
+    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    return _encode({"file": where, "line": n, "reason": reason,
+                    "text": text.rstrip("\n")}).decode() + "\n"
+
+
+def first_start(started: OrderedDict[str, None], sid: str) -> bool:
+    """Whether this run has not started ``sid`` yet (and note it). Bounded: a file of
+    millions of sessions must not hold them all; a session evicted here and brought again
+    is started again, which the API merges into the same session."""
+    if sid in started:
+        return False
+    started[sid] = None
+    if len(started) > _MAX_SESSIONS:
+        started.popitem(last=False)
+    return True
+
+
 def _start_spooled_session(line: bytes, exporter: Exporter | None, project: str | None,
                            v1: bool) -> None:
     """Start the never-started session a spool segment's header carries (its events follow
@@ -316,16 +335,11 @@ async def run_ingest(
                     res.rejected += 1
                     where = "<stdin>" if path == "-" else path
                     print(f"{where}:{n}: rejected: {reason}", file=sys.stderr)
-                    rejects.write(_encode({"file": where, "line": n, "reason": reason,
-                                           "text": line.decode("utf-8", "replace").rstrip("\n")}
-                                          ).decode() + "\n")
+                    rejects.write(reject_record(where, n, reason, line))
                     rejects.flush()  # a killed run must not lose the reasons it reported
                     ftrack.settled_line(key, offset, n)
                     continue
-                if start is not None and sid is not None and sid not in started:
-                    started[sid] = None
-                    if len(started) > _MAX_SESSIONS:
-                        started.popitem(last=False)
+                if start is not None and sid is not None and first_start(started, sid):
                     res.sessions += 1
                     if exporter is not None and not dry_run:
                         exporter.start_session_encoded(sid, start)

@@ -31,7 +31,15 @@ from typing import IO, Any
 import msgspec
 
 from ._checkpoint import Tracker
-from ._ingest import IngestResult, _prepare, _reason, _start_spooled_session, iter_lines
+from ._ingest import (
+    IngestResult,
+    _prepare,
+    _reason,
+    _start_spooled_session,
+    first_start,
+    iter_lines,
+    reject_record,
+)
 from ._progress import Progress
 from ._spool import is_header, parse_header
 from ._stats import CUT_REASONS, ExporterStats
@@ -39,7 +47,6 @@ from ._stats import CUT_REASONS, ExporterStats
 __all__ = ["merge_stats", "run_parallel_ingest"]
 
 _CHUNK = 256          # lines per message to a worker
-_encode = msgspec.json.Encoder().encode
 
 
 class _Session(msgspec.Struct):
@@ -199,12 +206,9 @@ async def _work(lines: Connection, results: Connection, config: dict[str, Any],
                 except (msgspec.DecodeError, ValueError, TypeError) as exc:
                     counts["rejected"] += 1
                     results.send(("reject", seq, where, n, _reason(exc),
-                                  line.decode("utf-8", "replace").rstrip("\n")))
+                                  line.decode("utf-8", "replace")))
                     continue
-                if start is not None and sid is not None and sid not in started:
-                    started[sid] = None
-                    if len(started) > 100_000:
-                        started.popitem(last=False)
+                if start is not None and sid is not None and first_start(started, sid):
                     counts["sessions"] += 1
                     exporter.start_session_encoded(sid, start)
                 seq_of[id(data)] = seq
@@ -337,8 +341,7 @@ def run_parallel_ingest(
             res.rejected += 1
             print(f"{where}:{n}: rejected: {reason}", file=sys.stderr)
             if (where, n) not in known:  # an earlier, killed run may have written it
-                record = _encode({"file": where, "line": n, "reason": reason, "text": text}
-                                 ).decode() + "\n"
+                record = reject_record(where, n, reason, text)
                 rejects.write(record)  # at once: a killed run keeps the reasons it reported
                 rejects.flush()
                 written.append((where, n, record))
