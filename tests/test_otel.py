@@ -522,3 +522,46 @@ def test_recorded_span_sets(name: str) -> None:
         assert e["metadata"]["completion_tokens"] == completion
         assert e["metadata"]["total_tokens"] == prompt + completion
         assert e["parent_id"] == e["session_id"]  # a root span hangs from its session
+
+
+async def test_span_exporter_into_an_async_exporter(collector: Any) -> None:
+    """An asyncio app: the Exporter runs on the app's loop, spans arrive from the
+    BatchSpanProcessor's thread, and force_flush/shutdown called off the loop (as
+    asyncio.to_thread does) wait for the exporter's own flush and close on that loop."""
+    import asyncio
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from hh_exporter import Exporter
+    from hh_exporter.integrations.otel import HoneyHiveSpanExporter
+
+    hh = Exporter(api_key=TOKEN, api_url=collector.url, linger=0.02)
+    await hh.start()
+    span_exporter = HoneyHiveSpanExporter(hh, session_name="async-app")
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(span_exporter, schedule_delay_millis=20))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("workflow", attributes={
+            "gen_ai.operation.name": "invoke_workflow"}) as root:
+        for i in range(5):
+            with tracer.start_as_current_span(f"tool {i}", attributes={
+                    "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": f"t{i}"}):
+                pass
+    trace_id = root.get_span_context().trace_id
+    assert await asyncio.to_thread(provider.force_flush, 10_000)
+    # On the loop's own thread the exporter cannot block: it says so instead of hanging.
+    assert span_exporter.force_flush(1_000) is False
+    await asyncio.to_thread(provider.shutdown)
+    assert hh.closed
+    s = hh.stats()
+    assert s.delivered == s.accepted == 6 and s.sessions_started == 1
+    sid = str(uuid.UUID(int=trace_id))
+    _, body = await http_json(collector.url, f"/sessions/{sid}/events")
+    events = {e["event_name"]: e for e in body["events"]}
+    assert len(events) == 6
+    for i in range(5):
+        assert events[f"tool {i}"]["parent_id"] == events["workflow"]["event_id"]
+        assert events[f"tool {i}"]["config"]["tool_name"] == f"t{i}"
+    _, st_ = await http_json(collector.url, "/stats")
+    assert st_["orphan_events"] == 0
