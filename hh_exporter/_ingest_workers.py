@@ -367,10 +367,17 @@ def run_parallel_ingest(
                     settle(w, conn.recv())
                     if pool.done[w] is not None:
                         break
-            except EOFError:
-                if pool.done[w] is None:
-                    pool.done[w] = ({"sent": 0, "rejected": 0, "sessions": 0}, {})
-                    raise RuntimeError("an ingest worker died") from None
+            except (EOFError, OSError):
+                died(w)
+
+    def died(w: int) -> None:
+        """A worker is gone (killed, out of memory): stop reading and say so. What it had
+        not settled stays before the checkpoint, so a resumed run sends it again."""
+        if pool.done[w] is None:
+            pool.done[w] = ({"sent": 0, "rejected": 0, "sessions": 0}, {})
+            pool.procs[w].join(1)
+            res.abort_reason = (f"an ingest worker died (exit code {pool.procs[w].exitcode});"
+                                f" run the same command again to resume")
 
     last_save = time.monotonic()
 
@@ -414,8 +421,11 @@ def run_parallel_ingest(
                         w, rr = rr, (rr + 1) % workers
                     else:
                         w = hash(sid) % workers
-                    while pool.outstanding[w] >= window:  # backpressure
-                        pool.flush(w)
+                    while pool.outstanding[w] >= window and pool.done[w] is None:
+                        try:  # backpressure
+                            pool.flush(w)
+                        except OSError:
+                            died(w)
                         poll(0.1)
                         maybe_save()
                         if halted():
@@ -430,7 +440,10 @@ def run_parallel_ingest(
                     owner[seq] = w
                     trackers[seq] = t
                     t.sending(key, offset, n, line)
-                    pool.push(w, (seq, 1 if header else 0, where, n, line))
+                    try:
+                        pool.push(w, (seq, 1 if header else 0, where, n, line))
+                    except OSError:  # its pipe is broken: the worker is gone
+                        died(w)
                     if seq % 2048 == 0:
                         poll(0)
                         maybe_save()
@@ -444,8 +457,13 @@ def run_parallel_ingest(
                     break
             bar.update(res.lines - res.rejected, "flushing")
             for w in range(workers):
-                pool.flush(w)
-                pool.lines[w].send(("end", res.interrupted))
+                if pool.done[w] is not None:
+                    continue
+                try:
+                    pool.flush(w)
+                    pool.lines[w].send(("end", res.interrupted))
+                except OSError:
+                    died(w)
             while any(d is None for d in pool.done):
                 poll(0.2)
                 maybe_save()

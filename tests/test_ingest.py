@@ -276,3 +276,57 @@ async def test_workers_keep_sessions_whole_and_in_order(
         assert len(seq) == 2 * (100 - sum(1 for b in (65, 2500, 4999) if sids[b % 60] == sid))
         half = len(seq) // 2  # the two runs' events, one run after the other
         assert seq[:half] == sorted(seq[:half]) and seq[half:] == sorted(seq[half:])
+
+
+def _workers(pid: int) -> list[int]:
+    """The ingest's worker processes (spawned children; not multiprocessing's tracker)."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    out = []
+    for k in kids:
+        try:
+            cmd = Path(f"/proc/{k}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"multiprocessing" in cmd and b"resource_tracker" not in cmd:
+            out.append(k)
+    return out
+
+
+async def test_a_worker_that_dies_stops_the_run_and_the_next_run_resumes(
+    collector: Collector, tmp_path: Path
+) -> None:
+    """SIGKILL one worker half way: the run stops reading, says which worker died and
+    exits non-zero; the checkpoint holds only what was settled, so the same command again
+    stores every line."""
+    import signal
+
+    src = tmp_path / "big.jsonl"
+    ids = write_ids(src, 20_000)
+    collector.faults.set(Faults(latency=0.05))
+    proc = await asyncio.create_subprocess_exec(
+        *ingest_cmd(src, collector.url, tmp_path, "--workers", "2"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
+        env={**os.environ, "HH_API_KEY": TOKEN})
+    victim = None
+    for _ in range(1200):  # bounded: 60 s
+        _, stats = await http_json(collector.url, "/stats")
+        kids = _workers(proc.pid)
+        if stats["events_received"] >= 2_000 and kids:
+            victim = kids[0]
+            break
+        await asyncio.sleep(0.05)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    out_b, _ = await asyncio.wait_for(proc.communicate(), 60)
+    out = out_b.decode()
+    assert proc.returncode == 1
+    assert "an ingest worker died (exit code -9)" in out
+    collector.faults.set(Faults())
+    code, out, err = await run(
+        ingest_cmd(src, collector.url, tmp_path, "--workers", "2"), tmp_path)
+    assert code == 0, out + err
+    assert "resuming" in err
+    assert collector.store is not None
+    assert set(await collector.store.event_ids()) == set(ids)
