@@ -22,8 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,7 @@ import aiohttp  # noqa: E402
 from run import SEED_EVENT, TOKEN, start_sink  # noqa: E402
 
 from hh_exporter import Exporter, StreamExporter  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 
 STREAM = "bench:events"
 
@@ -67,27 +66,6 @@ async def produce(mode: str, url: str, n: int, token: str) -> None:
     print(json.dumps({"cpu_us": (time.process_time() - cpu0) / n * 1e6}), flush=True)
 
 
-def start_redis(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", tmp],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as c:
-                c.sendall(b"PING\r\n")
-                if c.recv(16).startswith(b"+PONG"):
-                    return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("redis-server did not start")
-
-
 async def stored(sink_url: str) -> int:
     async with aiohttp.ClientSession() as s, s.get(
             sink_url + "/stats", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
@@ -103,7 +81,8 @@ def cpu_of(pid: int) -> float:
 async def scenario(mode: str, relays: int, events: int, producers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         sink, sink_url = start_sink("none")
-        redis_proc, redis_url = start_redis(tmp) if mode == "stream" else (None, "")
+        redis = RedisServer(tmp) if mode == "stream" else None
+        redis_url = redis.url if redis is not None else ""
         relay_procs = [subprocess.Popen(  # noqa: ASYNC220 - started once, before timing
             [sys.executable, "-m", "hh_exporter", "relay", "--redis", redis_url, "--stream",
              STREAM, "--consumer", f"r{i}", "--api-url", sink_url, "--stats-interval", "0",
@@ -138,9 +117,8 @@ async def scenario(mode: str, relays: int, events: int, producers: int) -> dict[
             for p in relay_procs:
                 p.terminate()
                 p.wait(30)
-            if redis_proc is not None:
-                redis_proc.kill()
-                redis_proc.wait()
+            if redis is not None:
+                redis.kill()
             sink.terminate()
             sink.wait(30)
 

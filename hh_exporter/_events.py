@@ -36,6 +36,7 @@ __all__ = [
     "fast_model_event",
     "restart_session",
     "session_start_body",
+    "start_session_id",
 ]
 
 # The classic API's enum. Sessions are not logged as events: Exporter.session() starts
@@ -395,6 +396,27 @@ def session_start_body(props: Mapping[str, Any], session_id: str,
     if project is not None and "project" not in session:
         session["project"] = project
     return encode({"session": session})
+
+
+class _StartSession(msgspec.Struct):
+    session_id: str | None = None
+
+
+class _Start(msgspec.Struct):
+    session: _StartSession | None = None
+    session_id: str | None = None  # v1: the body is the session itself
+
+
+_decode_start = msgspec.json.Decoder(_Start).decode
+
+
+def start_session_id(body: bytes) -> str | None:
+    """The ``session_id`` of a start body, legacy (``{"session": {...}}``) or v1 (bare);
+    only that field is decoded. Raises ``msgspec.DecodeError`` if it is not one."""
+    start = _decode_start(body)
+    if start.session is not None:
+        return start.session.session_id
+    return start.session_id
 
 
 def restart_session(start_body: bytes, project: str | None, *,

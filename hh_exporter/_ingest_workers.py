@@ -31,6 +31,7 @@ from typing import IO, Any
 import msgspec
 
 from ._checkpoint import Tracker
+from ._events import start_session_id
 from ._ingest import (
     IngestResult,
     _prepare,
@@ -100,8 +101,6 @@ def _header_session(line: bytes) -> str | None:
     if start is None:
         return None
     try:
-        from ._stream import start_session_id
-
         sid = start_session_id(start)
     except msgspec.DecodeError:
         return None

@@ -33,10 +33,10 @@ import msgspec
 
 from ._encoding import GENERIC_ROUTE, MODEL_ROUTE, SESSION_ROUTE, V1_ROUTE, V1_SESSION_ROUTE
 from ._errors import ConfigError, ConnectError, RequestTimeoutError, TransportError
+from ._events import start_session_id
 from ._transport import Response
 
-__all__ = ["BATCH_ROUTES", "START_ROUTES", "RedisTransport", "session_key", "split_batch",
-           "start_session_id"]
+__all__ = ["BATCH_ROUTES", "START_ROUTES", "RedisTransport", "session_key", "split_batch"]
 
 START_ROUTES = frozenset((SESSION_ROUTE, V1_SESSION_ROUTE))
 BATCH_ROUTES = frozenset((MODEL_ROUTE, GENERIC_ROUTE, V1_ROUTE))
@@ -61,26 +61,6 @@ return redis.call('XADD', KEYS[1], '*', 'r', ARGV[2], 'b', ARGV[3])
 def session_key(stream: str, session_id: str) -> str:
     """Where a session's start body is kept, in the stream's Cluster slot."""
     return f"{{{stream}}}:session:{session_id}"
-
-
-class _Session(msgspec.Struct):
-    session_id: str | None = None
-
-
-class _Start(msgspec.Struct):
-    session: _Session | None = None
-    session_id: str | None = None  # v1: the body is the session itself
-
-
-_decode_start = msgspec.json.Decoder(_Start).decode
-
-
-def start_session_id(body: bytes) -> str | None:
-    """The ``session_id`` of a start body, legacy (``{"session": {...}}``) or v1 (bare)."""
-    start = _decode_start(body)
-    if start.session is not None:
-        return start.session.session_id
-    return start.session_id
 
 
 class _ModelBatch(msgspec.Struct):

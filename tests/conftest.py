@@ -14,6 +14,8 @@ import pytest
 from hh_exporter import Exporter, ExporterStats
 from hh_exporter.collector import Collector
 
+from .redis_server import RedisServer
+
 TOKEN = "test-token-3f9a"
 # The exporter honours proxy variables; tests talk to 127.0.0.1 only, never through a proxy.
 os.environ["NO_PROXY"] = ",".join(filter(None, (os.environ.get("NO_PROXY"), "127.0.0.1,localhost")))
@@ -143,64 +145,6 @@ def _collect_garbage_per_test() -> Any:
     import gc
 
     gc.collect()
-
-
-class RedisServer:
-    """A real redis-server on a free loopback port, no persistence, for one test.
-
-    Deliberately not skipped when redis-server is missing: CI installs it (.ci/run), and a
-    test that needs it must fail where it cannot run.
-    """
-
-    def __init__(self, tmp: Path) -> None:
-        import shutil
-        import socket
-
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self._exe, self._tmp = exe, tmp
-        for _ in range(20):  # a free port can be taken between the probe and the bind
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            if self._start(port):
-                return
-        raise RuntimeError("redis-server did not start")
-
-    def _start(self, port: int) -> bool:
-        import socket
-        import subprocess
-        import time
-
-        self.proc = subprocess.Popen(
-            [self._exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self._tmp), "--protected-mode", "yes"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):  # up to 5 s for it to answer
-            if self.proc.poll() is not None:
-                break
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as c:
-                    c.sendall(b"PING\r\n")
-                    if c.recv(16).startswith(b"+PONG"):
-                        self.url = f"redis://127.0.0.1:{port}/0"
-                        return True
-            except OSError:
-                pass
-            time.sleep(0.05)
-        self.proc.kill()
-        self.proc.wait()
-        return False
-
-    def restart_on(self, port: int) -> None:
-        """A new, empty server on the same port (a restart without persistence)."""
-        if not self._start(port):
-            raise RuntimeError(f"redis-server did not start again on port {port}")
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture

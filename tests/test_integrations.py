@@ -502,3 +502,41 @@ def test_stand_in_speaks_for_the_bare_clients(llm: LLMStandIn) -> None:
     finally:
         o.close()
         a.close()
+
+
+async def test_what_the_wrappers_and_trace_send_is_valid_per_the_spec(llm: LLMStandIn) -> None:
+    """Held against the data-plane spec, not our collector: every body the exporter sends
+    for traced steps and wrapped calls (tools, hyperparameters, streams, errors, Anthropic)
+    validates against the spec's request schema for its route."""
+    from hh_exporter.testing import MemoryTransport
+
+    from .spec import check_request
+
+    transport = MemoryTransport()
+    async with Exporter(api_key="k", project="p", transport=transport) as hh:
+        oa, an = aopenai(llm, hh), aanthropic(llm, hh)
+
+        @hh.trace(event_type="tool")
+        async def lookup(q: str) -> dict[str, Any]:
+            return {"q": q, "hits": [1, 2]}
+
+        async with hh.trace("pipeline", metadata={"v": 1}) as span:
+            await lookup("x")
+            await oa.chat.completions.create(
+                model="gpt-4o", temperature=0.2, max_tokens=10,
+                messages=[{"role": "user", "content": "q"}],
+                tools=[{"type": "function", "function": {"name": "s", "parameters": {}}}],
+                tool_choice="auto", response_format={"type": "text"})
+            async for _ in await oa.chat.completions.create(
+                    model="gpt-4o", stream=True, messages=[{"role": "user", "content": "s"}]):
+                pass
+            await oa.responses.create(model="gpt-5", input="r", instructions="i")
+            with pytest.raises(openai.BadRequestError):
+                await oa.chat.completions.create(model="fail", messages=[])
+            await an.messages.create(model="c", max_tokens=5, system="sys",
+                                     messages=[{"role": "user", "content": "a"}])
+            span.set_outputs(done=True)
+    assert hh.stats().delivered == 7
+    assert transport.requests
+    for path, body in transport.requests:
+        check_request(path, json.loads(body))

@@ -565,3 +565,27 @@ async def test_span_exporter_into_an_async_exporter(collector: Any) -> None:
         assert events[f"tool {i}"]["config"]["tool_name"] == f"t{i}"
     _, st_ = await http_json(collector.url, "/stats")
     assert st_["orphan_events"] == 0
+
+
+def test_what_the_span_exporter_sends_is_valid_per_the_spec() -> None:
+    """The span exporter's session starts and event batches validate against the spec's
+    request schemas (not only against our collector), for every golden span."""
+    from hh_exporter.testing import MemoryTransport
+
+    from .spec import check_request
+
+    transport = MemoryTransport()
+    hh = SyncExporter(api_key="k", project="p", transport=transport, linger=0.01)
+    try:
+        from hh_exporter.integrations.otel import HoneyHiveSpanExporter
+
+        ex = HoneyHiveSpanExporter(hh)
+        for i, (_, attrs, _) in enumerate(GOLDEN):
+            ex._one(span(attrs, span_id=f"{i + 1:016x}"))
+        assert hh.flush(10)
+    finally:
+        hh.close()
+    assert ex.stats["exported"] == len(GOLDEN)
+    assert hh.stats().delivered == len(GOLDEN)
+    for path, body in transport.requests:
+        check_request(path, json.loads(body))

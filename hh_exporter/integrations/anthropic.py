@@ -61,20 +61,24 @@ def _usage(u: Any) -> dict[str, Any]:
         cache_write=getattr(u, "cache_creation_input_tokens", None))
 
 
-def _message_fields(message: Any, usage: Any = None) -> dict[str, Any]:
-    """A ``Message`` (or a stream's snapshot of one) as the event's answer fields."""
+def _answer(blocks: list[dict[str, Any]], message: dict[str, Any],
+            usage: dict[str, Any]) -> dict[str, Any]:
+    """The event's answer fields from a message's content blocks (as dicts) and its
+    ``id``/``stop_reason``/``model``: shared by whole messages and assembled streams."""
     text: list[str] = []
     calls: list[dict[str, Any]] = []
     other: list[Any] = []
-    for block in message.content or ():
-        kind = getattr(block, "type", None)
+    for b in blocks:
+        kind = b.get("type")
         if kind == "text":
-            text.append(block.text)
+            text.append(b.get("text") or "")
         elif kind == "tool_use":
-            calls.append({"id": block.id, "type": "function", "function": {
-                "name": block.name, "arguments": json.dumps(jsonable(block.input))}})
+            # A whole message has the parsed `input`; a stream, the JSON text it streamed.
+            args = b.get("partial_json") or json.dumps(b.get("input") or {})
+            calls.append({"id": b.get("id"), "type": "function",
+                          "function": {"name": b.get("name"), "arguments": args}})
         else:  # thinking, server tools...: kept as given
-            other.append(jsonable(block))
+            other.append(b)
     response: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
     if calls:
         response["tool_calls"] = calls
@@ -83,10 +87,17 @@ def _message_fields(message: Any, usage: Any = None) -> dict[str, Any]:
         meta["content_blocks"] = other
     for key, name in (("id", "response_id"), ("stop_reason", "stop_reason"),
                       ("model", "response_model")):
-        value = getattr(message, key, None)
-        if isinstance(value, str):
-            meta[name] = value
-    return {"response": response, "usage": _usage(usage or message.usage), "metadata": meta}
+        if isinstance(message.get(key), str):
+            meta[name] = message[key]
+    return {"response": response, "usage": usage, "metadata": meta}
+
+
+def _message_fields(message: Any) -> dict[str, Any]:
+    """A ``Message`` (or a stream's snapshot of one) as the event's answer fields."""
+    blocks = [b if isinstance(b, dict) else {} for b in (
+        jsonable(block) for block in message.content or ())]
+    ids = {k: getattr(message, k, None) for k in ("id", "stop_reason", "model")}
+    return _answer(blocks, ids, _usage(message.usage))
 
 
 class _Messages(Adapter):
@@ -164,32 +175,10 @@ class _RawStream(Accumulator):
         return True
 
     def fields(self) -> dict[str, Any]:
-        text: list[str] = []
-        calls: list[dict[str, Any]] = []
-        other: list[Any] = []
-        for i in sorted(self._blocks):
-            b = self._blocks[i]
-            if b.get("type") == "text":
-                text.append(b.get("text", ""))
-            elif b.get("type") == "tool_use":
-                calls.append({"id": b.get("id"), "type": "function", "function": {
-                    "name": b.get("name"), "arguments": b.get("partial_json") or "{}"}})
-            else:
-                other.append(b)
-        response: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
-        if calls:
-            response["tool_calls"] = calls
         usage = dict(self._usage)
         if "prompt_tokens" in usage and "completion_tokens" in usage:
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        meta: dict[str, Any] = {}
-        for key, name in (("id", "response_id"), ("stop_reason", "stop_reason"),
-                          ("model", "response_model")):
-            if isinstance(self._message.get(key), str):
-                meta[name] = self._message[key]
-        if other:
-            meta["content_blocks"] = other
-        return {"response": response, "usage": usage, "metadata": meta}
+        return _answer([self._blocks[i] for i in sorted(self._blocks)], self._message, usage)
 
 
 def _snapshot_fields(stream: Any) -> tuple[dict[str, Any], bool]:

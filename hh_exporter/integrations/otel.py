@@ -37,7 +37,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .._errors import ExporterClosedError
 from .._exporter import Exporter
-from .._otel_map import is_genai, map_span, session_of
+from .._otel_map import is_genai, map_span
 from .._otlp import SpanData
 from .._session import Session
 from .._sync import SyncExporter
@@ -144,8 +144,8 @@ class HoneyHiveSpanExporter(SpanExporter):
             self.stats["truncated"] += 1
         try:
             fields = map_span(sp)
-            session = self._session(session_of(sp), sp)
-            fields.pop("session_id", None)
+            # The mapping chose the session; it travels as the Session, which gates the event.
+            session = self._session(fields.pop("session_id"), sp)
             self._exporter.log_event(session=session, **fields)
         except ExporterClosedError:
             raise
