@@ -323,10 +323,15 @@ async def test_a_worker_that_dies_stops_the_run_and_the_next_run_resumes(
     out = out_b.decode()
     assert proc.returncode == 1
     assert "an ingest worker died (exit code -9)" in out
+    checkpoint = json.loads((tmp_path / "ingest-checkpoint.json").read_text())
+    (mark,) = checkpoint["files"].values()
+    assert not mark["done"]  # the dead worker's lines are not settled: the file is not done
     collector.faults.set(Faults())
     code, out, err = await run(
         ingest_cmd(src, collector.url, tmp_path, "--workers", "2"), tmp_path)
     assert code == 0, out + err
-    assert "resuming" in err
+    # It resumes where the settled prefix ended (the very start, if the dead worker held
+    # the first line).
+    assert mark["line"] == 0 or f"resuming {src} at line {mark['line'] + 1:,}" in err
     assert collector.store is not None
     assert set(await collector.store.event_ids()) == set(ids)
