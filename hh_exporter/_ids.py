@@ -10,6 +10,7 @@ on the server, so two processes must never share a stream.
 from __future__ import annotations
 
 import os
+import threading
 
 __all__ = ["new_id"]
 
@@ -17,33 +18,47 @@ _BLOCK = 512
 # The variant nibble of an RFC 4122 UUID is 10xx in binary: map any hex digit onto 8, 9, a, b.
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 _pool: list[str] = []
+_refilling = threading.Lock()
 
 
-def _refill() -> None:
+def _block() -> list[str]:
     raw = os.urandom(16 * _BLOCK).hex()
     v = _VARIANT
-    _pool.extend(
+    return [
         f"{raw[i:i + 8]}-{raw[i + 8:i + 12]}-4{raw[i + 13:i + 16]}-"
         f"{v[raw[i + 16]]}{raw[i + 17:i + 20]}-{raw[i + 20:i + 32]}"
         for i in range(0, len(raw), 32)
-    )
+    ]
 
 
 def new_id() -> str:
     """Return a new random version-4 UUID as a lowercase string.
 
-    Thread-safe: ``list.pop`` is atomic, and two threads refilling at once only draw extra ids.
+    Thread-safe: ``list.pop`` is atomic, and an empty pool is refilled under a lock.
     """
     try:
         return _pool.pop()
     except IndexError:
-        _refill()
-        return _pool.pop()
+        return _refill_and_pop()
+
+
+def _refill_and_pop() -> str:
+    # Other threads keep popping outside the lock, and may take every id of a fresh block
+    # before this thread is scheduled again (8 threads logging at once did, in CI): so
+    # refill until this thread's own pop succeeds, instead of assuming it will.
+    with _refilling:
+        while True:
+            try:
+                return _pool.pop()
+            except IndexError:
+                _pool.extend(_block())  # a list: one atomic extend, never a half-filled pool
 
 
 def _forget_after_fork() -> None:
     # A child that kept the parent's pool would hand out the parent's next ids: duplicates.
+    global _refilling
     _pool.clear()
+    _refilling = threading.Lock()  # the parent may have held it at fork()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)

@@ -36,6 +36,38 @@ def test_ids_are_unique_valid_uuid4() -> None:
         assert u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == i
 
 
+def test_ids_from_many_threads_never_run_dry() -> None:
+    """8 threads drawing ids with the GIL switching as often as it can: every call returns
+    an id (a refill raced by the other threads once raised IndexError, which killed a
+    logging thread in CI), and no id is handed out twice."""
+    import sys
+    import threading
+
+    got: list[list[str]] = [[] for _ in range(8)]
+    errors: list[BaseException] = []
+
+    def draw(out: list[str]) -> None:
+        try:
+            for _ in range(100_000):
+                out.append(new_id())
+        except BaseException as exc:  # the test reports it below
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=draw, args=(g,)) for g in got]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    ids = [i for g in got for i in g]
+    assert len(ids) == 800_000 and len(set(ids)) == len(ids)
+
+
 async def test_what_the_exporter_sends_matches_the_wire_models() -> None:
     """Every body the exporter sends validates against the data-plane spec's request schema
     for its route and decodes into the public wire Structs; a session's start goes before
