@@ -31,7 +31,7 @@ def test_ids_are_unique_valid_uuid4() -> None:
     """new_id gives distinct RFC 4122 version-4 UUIDs."""
     ids = [new_id() for _ in range(5000)]
     assert len(set(ids)) == 5000
-    for i in ids[:: 97]:
+    for i in ids:  # every one: the block layout puts each digit column in place
         u = uuid.UUID(i)
         assert u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == i
 
