@@ -604,29 +604,45 @@ class Exporter:
         Raises:
             BufferFullError: No space within ``timeout`` seconds (the event is not accepted).
         """
-        route = self._generic_route if generic else self._model_route
+        if self.offer_encoded(data, generic, session_id):
+            return
+        # No room now: wait for the worker to make some.
         buf = self._buffer
         size = len(data)
+        if self._state is _State.NEW:
+            await self.start()  # only the worker can make room
+        progress = self._progress
+        sender = self._sender
+        if progress is None or sender is None:
+            raise ExporterClosedError(self._refusal())
+        try:
+            async with asyncio.timeout(timeout):
+                while not buf.fits(size):
+                    if not self._accepting:
+                        raise ExporterClosedError(self._refusal())
+                    progress.clear()
+                    sender.wake()
+                    await progress.wait()
+        except TimeoutError:
+            raise BufferFullError(f"no buffer space within {timeout}s") from None
+        self._accept(self._generic_route if generic else self._model_route, session_id, data)
+
+    def offer_encoded(self, data: bytes, generic: bool = False,
+                      session_id: str | None = None) -> bool:
+        """:meth:`send_encoded` without waiting: queue the event if the buffer has room now
+        and return True; return False (the event is not accepted) if it would have to wait.
+
+        The bulk reader's common case, without a coroutine per event.
+
+        Raises:
+            ExporterClosedError: The exporter is closed or failed.
+        """
         if not self._accepting:
             raise ExporterClosedError(self._refusal())
-        if not buf.fits(size) and size <= self._max_event:
-            if self._state is _State.NEW:
-                await self.start()  # only the worker can make room
-            progress = self._progress
-            sender = self._sender
-            if progress is None or sender is None:
-                raise ExporterClosedError(self._refusal())
-            try:
-                async with asyncio.timeout(timeout):
-                    while not buf.fits(size):
-                        if not self._accepting:
-                            raise ExporterClosedError(self._refusal())
-                        progress.clear()
-                        sender.wake()
-                        await progress.wait()
-            except TimeoutError:
-                raise BufferFullError(f"no buffer space within {timeout}s") from None
-        self._accept(route, session_id, data)
+        if not self._buffer.fits(len(data)) and len(data) <= self._max_event:
+            return False
+        self._accept(self._generic_route if generic else self._model_route, session_id, data)
+        return True
 
     # -- the hand-off to the buffer ----------------------------------------------------------
 

@@ -61,6 +61,8 @@ class _Line(msgspec.Struct, kw_only=True):
     end_time: float | None = None
     session_properties: Obj | None = None
     session: Obj | None = None
+    #: UNSET when absent, None when null (the one null the API takes: see _prepare).
+    error: Any = msgspec.UNSET
 
 
 _decode_line = msgspec.json.Decoder(_Line).decode
@@ -72,6 +74,8 @@ def _project_field(project: str) -> bytes:
     """``"project":"..."``, encoded once per run (every line that lacks one gets it)."""
     return b'"project":' + msgspec.json.encode(project)
 _MAX_SESSIONS = 100_000
+# Session ids already checked to be canonical (lower-case UUIDs), bounded like `started`.
+_canonical_sids: set[str] = set()
 _encode = msgspec.json.Encoder().encode
 
 
@@ -133,17 +137,30 @@ def _prepare(
     props_obj = ev.session_properties if ev.session_properties is not None else ev.session
     data = line.strip()
     # The API silently replaces an id that is not a UUID, orphaning what points at it.
+    sid = ev.session_id
+    fixed: dict[str, str] | None = None  # ids to rewrite (upper case given), if any
     if ev.event_id is None and ev.parent_id is None:  # the common shape, without dicts
-        ids = {} if ev.session_id is None else {"session_id": ev.session_id}
+        if sid is not None and sid not in _canonical_sids:
+            low = check_uuid("session_id", sid)
+            if low == sid:  # lines of a session follow each other: check its id once
+                if len(_canonical_sids) >= _MAX_SESSIONS:
+                    _canonical_sids.clear()
+                _canonical_sids.add(sid)
+            else:
+                fixed, sid = {"session_id": low}, low
     else:
         ids = {n: getattr(ev, n) for n in ("event_id", "session_id", "parent_id")
                if getattr(ev, n) is not None}
-    fixed = {n: check_uuid(n, v) for n, v in ids.items()}
+        low_ids = {n: check_uuid(n, v) for n, v in ids.items()}
+        sid = low_ids.get("session_id")
+        if low_ids != ids:
+            fixed = low_ids
     # Cheap: a null field would be refused by the API. The common null, "error":null (the
     # one the API takes, and the official clients send), needs no rewrite: only a line
-    # with any other "null" text goes the slow way (which checks it exactly).
-    nulls = b"null" in data and data.count(b"null") != data.count(b'"error":null')
-    if props_obj is not None or fixed != ids or nulls:
+    # with any other "null" text goes the slow way (which checks it exactly). One scan:
+    # the typed decode says whether "error" was null.
+    nulls = data.count(b"null") > (1 if ev.error is None else 0)
+    if props_obj is not None or fixed is not None or nulls:
         # Rare path: the session's properties start the session and leave the event,
         # upper-case ids are lowered as the official SDKs do, and null fields are left out
         # as they do (exclude_none; the spec types them non-null), except error.
@@ -155,7 +172,8 @@ def _prepare(
         obj = msgspec.json.decode(data)
         obj.pop("session_properties", None)
         obj.pop("session", None)
-        obj.update(fixed)
+        if fixed is not None:
+            obj.update(fixed)
         if nulls:
             obj = {k: v for k, v in obj.items() if v is not None or k == "error"}
         data = _encode(obj)
@@ -174,7 +192,6 @@ def _prepare(
     if splice:
         rest = data[1:].lstrip()
         data = b"".join((b"{", b",".join(splice), b"," if rest[:1] != b"}" else b"", rest))
-    sid = fixed.get("session_id")
     start = None
     if props_obj is not None:
         psid = props_obj.get("session_id")
@@ -273,6 +290,7 @@ async def run_ingest(
     started: OrderedDict[str, None] = OrderedDict()
     t0 = time.perf_counter()
     send = exporter.send_encoded if exporter is not None and not dry_run else None
+    offer = exporter.offer_encoded if send is not None and exporter is not None else None
 
     def halted() -> bool:
         if stop is not None and stop.is_set():
@@ -319,7 +337,7 @@ async def run_ingest(
                 continue
             for n, line in iter_lines(path, offset, first + 1):
                 offset += len(line)
-                if not line.strip():
+                if line.isspace():  # a blank line (a file's lines are never empty)
                     ftrack.settled_line(key, offset, n)
                     continue
                 if is_header(line):  # a spool segment's header: start its session, if any
@@ -343,15 +361,13 @@ async def run_ingest(
                     res.sessions += 1
                     if exporter is not None and not dry_run:
                         exporter.start_session_encoded(sid, start)
-                if send is not None:
+                if offer is not None:
                     ftrack.sending(key, offset, n, data)
-                    try:  # inline: a coroutine layer per line costs ~10% of ingest speed
-                        await send(data, generic=generic, session_id=sid, timeout=0.5)
-                    except BufferFullError:
-                        if not await put(data, generic, sid):
-                            ftrack.not_sent(data)
-                            res.lines -= 1  # not sent: counted as never read
-                            break
+                    # The common case, when the buffer has room, makes no coroutine at all.
+                    if not offer(data, generic, sid) and not await put(data, generic, sid):
+                        ftrack.not_sent(data)
+                        res.lines -= 1  # not sent: counted as never read
+                        break
                 res.sent += 1
                 # Every line: a send that waited for room (the common case against a slow
                 # API) would otherwise hide a Ctrl-C for thousands of lines.

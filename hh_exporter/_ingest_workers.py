@@ -211,7 +211,7 @@ async def _work(lines: Connection, results: Connection, config: dict[str, Any],
                     counts["sessions"] += 1
                     exporter.start_session_encoded(sid, start)
                 seq_of[id(data)] = seq
-                while True:
+                while not exporter.offer_encoded(data, generic, sid):
                     try:
                         await exporter.send_encoded(data, generic=generic, session_id=sid,
                                                     timeout=0.5)

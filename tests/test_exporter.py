@@ -203,6 +203,35 @@ async def test_send_timeout_raises_buffer_full(collector: Collector) -> None:
     assert hh.stats().accepted == 10
 
 
+async def test_offer_encoded_takes_only_what_fits_now(collector: Collector) -> None:
+    """offer_encoded queues an encoded event when the buffer has room and says False
+    (accepting nothing) when it would have to wait; an event too large for any batch is
+    taken and dropped as too_large, as send_encoded does; after close it raises."""
+    import msgspec
+
+    collector.faults.set(Faults(latency=60))
+    hh = fast_exporter(collector.url, max_buffer_events=5, max_batch_events=5, max_in_flight=1,
+                       max_batch_bytes=4096)
+
+    def encoded(i: int, size: int = 0) -> bytes:
+        return msgspec.json.encode({**model_fields(i, size), "event_id": str(uuid.uuid4()),
+                                    "project": "test-project"})
+
+    async with hh:
+        offered = [hh.offer_encoded(encoded(i)) for i in range(5)]
+        assert offered == [True] * 5
+        assert hh.offer_encoded(encoded(5)) is False  # full: nothing waits, nothing taken
+        assert hh.stats().accepted == 5 and hh.stats().buffered == 5
+        assert hh.offer_encoded(encoded(6, size=8000)) is True  # never fits any batch
+        st = hh.stats()
+        assert st.accepted == 6 and st.dropped["too_large"] == 1
+        assert_balanced(st)
+        await hh.aclose(0.1)
+    with pytest.raises(ExporterClosedError):
+        hh.offer_encoded(encoded(7))
+    assert_balanced(hh.stats())
+
+
 @pytest.mark.parametrize("policy", ["drop_newest", "drop_oldest"])
 async def test_overflow_is_counted(collector: Collector, policy: str) -> None:
     """A full buffer drops per the policy and counts queue_full; the rest is delivered."""
