@@ -31,6 +31,7 @@ def test_threads_logging_through_close_lose_no_returned_id(
     hh = hh_exporter.SyncExporter(api_key=TOKEN, api_url=c.url, linger=0.01)
     returned: list[str] = []
     refused = [0]
+    unexpected: list[str] = []  # any other error, named in the failure
     lock = threading.Lock()
     go = threading.Event()
 
@@ -42,6 +43,9 @@ def test_threads_logging_through_close_lose_no_returned_id(
             except ExporterClosedError:
                 with lock:
                     refused[0] += 1
+                return
+            except Exception as exc:  # a race in the log call (a refill of the id pool did)
+                unexpected.append(f"{type(exc).__name__}: {exc}")
                 return
             with lock:
                 returned.append(eid)
@@ -58,6 +62,7 @@ def test_threads_logging_through_close_lose_no_returned_id(
     for t in threads:
         t.join(30)
     st = hh.stats()
+    assert unexpected == []
     assert st.accepted == len(returned) and st.pending == 0
     assert st.delivered + st.dropped_total == st.accepted
     assert st.refused == 0 and refused[0] == 8
