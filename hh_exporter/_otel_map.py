@@ -72,14 +72,50 @@ _META_KEYS = (("gen_ai.response.id", "response_id"), ("gen_ai.response.model", "
               ("session.id", "session_id"), ("gen_ai.conversation.id", "conversation_id"))
 
 
+# Which rule reads an attribute: map_span notes the groups present in its one pass over the
+# attributes and runs only their rules (a chat span has 8 attributes; the rules read 60
+# keys). Skipping a group whose keys are all absent changes nothing: its rule takes nothing.
+_GROUPS: dict[str, tuple[str, ...]] = {
+    "model": ("gen_ai.request.model", "llm.model_name"),
+    "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    "hyper": tuple(key for _, key in _HYPER_KEYS),
+    "params": ("llm.invocation_parameters",),
+    "tools": ("gen_ai.tool.definitions", "llm.tools"),
+    "tool": ("gen_ai.tool.name", "gen_ai.tool.description"),
+    "system": ("gen_ai.system_instructions",),
+    "in_msgs": ("gen_ai.input.messages",),
+    "out_msgs": ("gen_ai.output.messages",),
+    "args": ("gen_ai.tool.call.arguments", "input.value", "traceloop.entity.input"),
+    "result": ("gen_ai.tool.call.result", "output.value", "traceloop.entity.output"),
+    "tokens": tuple(k for _, spellings in _TOKENS for k in spellings),
+    "cost": ("llm.cost.total", "gen_ai.usage.cost"),
+    "meta": tuple(key for key, _ in _META_KEYS),
+    "reasons": ("gen_ai.response.finish_reasons",),
+    "ttfc": ("gen_ai.response.time_to_first_chunk",),
+    "error": ("honeyhive_error",),
+    "source": ("honeyhive.source", "traceloop.association.properties.source"),
+}
+_GROUP_OF = {key: group for group, keys in _GROUPS.items() for key in keys}
+# Event ids of recent spans: a parent's id is derived once, not once per child.
+_EVENT_IDS: dict[str, str] = {}
+
+
 def event_id_of(trace_id: str, span_id: str) -> str:
     """The event id of a span: the same for every export of it (``uuid5`` of the trace and
     span ids, computed without building UUID objects: it runs for every span)."""
-    h = bytearray(hashlib.sha1(_NS_BYTES + (trace_id + span_id).encode()).digest()[:16])
+    key = trace_id + span_id
+    eid = _EVENT_IDS.get(key)
+    if eid is not None:
+        return eid
+    h = bytearray(hashlib.sha1(_NS_BYTES + key.encode()).digest()[:16])
     h[6] = (h[6] & 0x0F) | 0x50  # version 5
     h[8] = (h[8] & 0x3F) | 0x80  # the RFC 4122 variant
     x = h.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    eid = f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    if len(_EVENT_IDS) >= 4096:  # bounded: siblings and their parent end close together
+        _EVENT_IDS.clear()
+    _EVENT_IDS[key] = eid
+    return eid
 
 
 def _uuid(v: Any) -> str | None:
@@ -252,7 +288,12 @@ def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
     used.update(("honeyhive_event_type", "honeyhive_event_type_raw"))
     buckets: dict[str, dict[str, Any]] = {b: {} for b in _BUCKETS}
     families: set[str] = set()  # the indexed families present (gen_ai.prompt., ...)
-    for k, v in a.items():  # one pass: the decorators' buckets, and which families
+    groups: set[str] = set()  # the rules that have attributes to read
+    group_of = _GROUP_OF.get
+    for k, v in a.items():  # one pass: the decorators' buckets, families and rule groups
+        g = group_of(k)
+        if g is not None:
+            groups.add(g)
         if k.startswith("honeyhive_"):
             head, dot, sub = k[10:].partition(".")
             if head in buckets:
@@ -271,24 +312,28 @@ def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
         buckets["inputs"], buckets["outputs"], buckets["config"], buckets["metadata"],
         buckets["metrics"])
 
-    model = take("gen_ai.request.model", "llm.model_name")
+    model = take("gen_ai.request.model", "llm.model_name") if "model" in groups else None
     if model is not None:
         config.setdefault("model", model)
-    provider = take("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
-    if isinstance(provider, str):
-        config.setdefault("provider", provider.lower())
-    for h, key in _HYPER_KEYS:
-        if key in a and a[key] is not None:
-            used.add(key)
-            config.setdefault(h, a[key])
-    params = _json(take("llm.invocation_parameters"))
-    if isinstance(params, dict):
-        for k, v in params.items():
-            config.setdefault(k, v)
-    tools = _json(take("gen_ai.tool.definitions", "llm.tools"))
-    if tools is not None:
-        config.setdefault("tools", tools)
-    if etype == "tool":
+    if "provider" in groups:
+        provider = take("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+        if isinstance(provider, str):
+            config.setdefault("provider", provider.lower())
+    if "hyper" in groups:
+        for h, key in _HYPER_KEYS:
+            if key in a and a[key] is not None:
+                used.add(key)
+                config.setdefault(h, a[key])
+    if "params" in groups:
+        params = _json(take("llm.invocation_parameters"))
+        if isinstance(params, dict):
+            for k, v in params.items():
+                config.setdefault(k, v)
+    if "tools" in groups:
+        tools = _json(take("gen_ai.tool.definitions", "llm.tools"))
+        if tools is not None:
+            config.setdefault("tools", tools)
+    if etype == "tool" and "tool" in groups:
         for src, dst in (("gen_ai.tool.name", "tool_name"),
                          ("gen_ai.tool.description", "tool_description")):
             v = take(src)
@@ -297,10 +342,10 @@ def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
 
     # Chat history and the answer (model events).
     history: list[Any] = []
-    system = _json(take("gen_ai.system_instructions"))
+    system = _json(take("gen_ai.system_instructions")) if "system" in groups else None
     if system is not None:
         history.append({"role": "system", "content": _text(system)})
-    msgs = _json(take("gen_ai.input.messages"))
+    msgs = _json(take("gen_ai.input.messages")) if "in_msgs" in groups else None
     if isinstance(msgs, list):
         history += [_flatten_message(m) for m in msgs]
     else:
@@ -310,7 +355,7 @@ def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
         history += [_flatten_message(m) for m in legacy]
     if history:
         inputs.setdefault("chat_history", history)
-    out_msgs = _json(take("gen_ai.output.messages"))
+    out_msgs = _json(take("gen_ai.output.messages")) if "out_msgs" in groups else None
     answer: dict[str, Any] | None = None
     if isinstance(out_msgs, list) and out_msgs:
         answer = _flatten_message(out_msgs[0])
@@ -326,7 +371,8 @@ def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
             outputs.setdefault(k, v)
 
     # Inputs and outputs of tools and chains.
-    args = _json(take("gen_ai.tool.call.arguments", "input.value", "traceloop.entity.input"))
+    args = _json(take("gen_ai.tool.call.arguments", "input.value", "traceloop.entity.input")) \
+        if "args" in groups else None
     used.add("input.mime_type")
     if args is not None and not history:
         if isinstance(args, dict):
@@ -334,37 +380,40 @@ def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
                 inputs.setdefault(k, v)
         else:
             inputs.setdefault("value", args)
-    result = _json(take("gen_ai.tool.call.result", "output.value", "traceloop.entity.output"))
+    result = _json(take("gen_ai.tool.call.result", "output.value",
+                        "traceloop.entity.output")) if "result" in groups else None
     used.add("output.mime_type")
     if result is not None and answer is None:
         outputs.setdefault("message", result)
 
     # Tokens: as given, never summed with their subsets.
-    for names, spellings in _TOKENS:
-        v = take(*spellings)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            for n in names:
-                metadata.setdefault(n, v)
+    if "tokens" in groups:
+        for names, spellings in _TOKENS:
+            v = take(*spellings)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                for n in names:
+                    metadata.setdefault(n, v)
     if "total_tokens" not in metadata and isinstance(metadata.get("prompt_tokens"), int) \
             and isinstance(metadata.get("completion_tokens"), int):
         metadata["total_tokens"] = metadata["prompt_tokens"] + metadata["completion_tokens"]
-    cost = take("llm.cost.total", "gen_ai.usage.cost")
+    cost = take("llm.cost.total", "gen_ai.usage.cost") if "cost" in groups else None
     if isinstance(cost, (int, float)) and not isinstance(cost, bool):
         metrics.setdefault("cost", cost)
-    for key, name in _META_KEYS:
-        if key in a and a[key] is not None:
-            used.add(key)
-            metadata.setdefault(name, a[key])
-    reasons = take("gen_ai.response.finish_reasons")
+    if "meta" in groups:
+        for key, name in _META_KEYS:
+            if key in a and a[key] is not None:
+                used.add(key)
+                metadata.setdefault(name, a[key])
+    reasons = take("gen_ai.response.finish_reasons") if "reasons" in groups else None
     if isinstance(reasons, list) and reasons:
         metadata.setdefault("finish_reasons", reasons)
         metadata.setdefault("finish_reason", reasons[0])
-    ttfc = take("gen_ai.response.time_to_first_chunk")
+    ttfc = take("gen_ai.response.time_to_first_chunk") if "ttfc" in groups else None
     if isinstance(ttfc, (int, float)) and not isinstance(ttfc, bool):
         metadata.setdefault("time_to_first_token_ms", ttfc * 1000)
 
     # Error, source, the OTLP context, and everything no rule took.
-    error = take("honeyhive_error")
+    error = take("honeyhive_error") if "error" in groups else None
     if error is None and span.status_code == "ERROR":
         error = span.status_message or None
         if error is None:
@@ -374,7 +423,8 @@ def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
                     break
         if error is None:
             error = a.get("error.type") or "error"
-    src = take("honeyhive.source", "traceloop.association.properties.source") or source or \
+    src = (take("honeyhive.source", "traceloop.association.properties.source")
+           if "source" in groups else None) or source or \
         span.resource.get("deployment.environment.name") or "otel"
     metadata.setdefault("trace_id", span.trace_id)
     metadata.setdefault("span_id", span.span_id)
