@@ -39,7 +39,7 @@ __all__ = ["IngestResult", "first_start", "iter_lines", "reject_record", "run_in
 Obj = dict[str, Any]
 
 
-class _Object(msgspec.Struct):
+class _Object(msgspec.Struct, gc=False):
     """Any JSON object: checked to be one, its contents skipped rather than built (the line
     goes out as it came; building its messages as dicts cost a fifth of the decode)."""
 
@@ -47,7 +47,7 @@ class _Object(msgspec.Struct):
 _ABSENT = msgspec.Raw()  # no JSON value is empty: an empty Raw means "not on the line"
 
 
-class _Line(msgspec.Struct, kw_only=True):
+class _Line(msgspec.Struct, kw_only=True, gc=False):
     """The fields a line is checked on; unknown fields pass through untouched."""
 
     event_type: Literal["model", "tool", "chain", "session"] | None = None
