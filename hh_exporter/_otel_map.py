@@ -118,13 +118,23 @@ def event_id_of(trace_id: str, span_id: str) -> str:
     return eid
 
 
+_SESSION_IDS: dict[str, str] = {}  # a session attribute's text -> its canonical UUID
+
+
 def _uuid(v: Any) -> str | None:
     if not isinstance(v, str):
         return None
+    known = _SESSION_IDS.get(v)  # every span of a session names it: parse it once
+    if known is not None:
+        return known
     try:
-        return str(uuid.UUID(v))
+        sid = str(uuid.UUID(v))
     except ValueError:
         return None
+    if len(_SESSION_IDS) >= 4096:
+        _SESSION_IDS.clear()
+    _SESSION_IDS[v] = sid
+    return sid
 
 
 def session_of(span: SpanData) -> str:
