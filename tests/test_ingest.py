@@ -10,7 +10,10 @@ import sys
 import uuid
 from pathlib import Path
 
+import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hh_exporter._ingest import run_ingest
 from hh_exporter.collector import Collector, Faults
@@ -335,3 +338,90 @@ async def test_a_worker_that_dies_stops_the_run_and_the_next_run_resumes(
     assert mark["line"] == 0 or f"resuming {src} at line {mark['line'] + 1:,}" in err
     assert collector.store is not None
     assert set(await collector.store.event_ids()) == set(ids)
+
+
+_IDS = [str(uuid.UUID(int=i * 7919 + 1, version=4)) for i in range(3)]
+
+
+def _line_values() -> st.SearchStrategy[object]:
+    """JSON values, with the texts that trip a byte-level reader: "null" in strings."""
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
+                        st.floats(allow_nan=False, allow_infinity=False),
+                        st.sampled_from(["null", '"error":null', "x null y", ""]),
+                        st.text(max_size=8))
+    return st.recursive(scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
+        max_leaves=8)
+
+
+@st.composite
+def _lines(draw: st.DrawFn) -> dict[str, object]:
+    """Lines that are valid but for at most one field, so that most are sent."""
+    bad = draw(st.sampled_from([None, None, None, None, "model", "messages", "event_type",
+                                "ids", "objects", "duration"]))
+
+    def pick(name: str, good: st.SearchStrategy[object], wrong: list[object]) -> object:
+        return draw(st.sampled_from(wrong) if bad == name else good)
+
+    objects = st.dictionaries(st.sampled_from(["a", "null", "error"]), _line_values(),
+                              max_size=3)
+    line: dict[str, object] = {}
+    if draw(st.booleans()):
+        line.update(model=pick("model", st.just("m"), [None, 3]), provider="p",
+                    messages=pick("messages", st.lists(objects, max_size=2), [[1], None, "m"]),
+                    response=draw(_line_values()))
+    else:
+        line["event_type"] = pick("event_type", st.sampled_from(["tool", "chain", "model"]),
+                                  ["bogus", 1])
+        line["event_name"] = "e"
+    for name in ("session_id", "event_id", "parent_id"):
+        if draw(st.booleans()):
+            line[name] = pick("ids", st.sampled_from([_IDS[0], _IDS[1].upper(), _IDS[2], None]),
+                              ["not-a-uuid", 7])
+    for name in ("usage", "metadata", "inputs", "outputs", "config"):
+        if draw(st.booleans()):
+            line[name] = pick("objects", st.one_of(objects, st.none()), [[], "x"])
+    if draw(st.booleans()):
+        line["duration"] = pick("duration", st.one_of(st.floats(0, 1e6), st.none()), [-1, "1"])
+    if draw(st.booleans()):
+        line["error"] = draw(st.sampled_from([None, "null", "boom", "", {"a": None}]))
+    if draw(st.booleans()):
+        line["project"] = draw(st.one_of(st.text(max_size=5), st.none()))
+    line.update(draw(st.dictionaries(st.sampled_from(["feedback", "x", "null"]),
+                                     _line_values(), max_size=3)))
+    return line
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(line=_lines(), spaced=st.booleans())
+def test_a_line_goes_out_whole_or_is_rejected_with_a_reason(
+    line: dict[str, object], spaced: bool
+) -> None:
+    """Any line: rejected with a reason, or sent as the same object with only what the API
+    needs changed (an event_id and the run's project when missing, lower-case ids, empty
+    usage/inputs and a zero duration when missing, top-level nulls left out but "error"'s),
+    however the line is spaced and whatever "null" texts its strings hold."""
+    from hh_exporter._ingest import _prepare
+
+    text = json.dumps(line, separators=(", ", ": ") if spaced else (",", ":")).encode()
+    try:
+        data, generic, sid, start = _prepare(text + b"\n", "proj", 1 << 20)
+    except (msgspec.DecodeError, ValueError, TypeError) as exc:
+        assert str(exc)  # a reason for the rejects file
+        return
+    out = json.loads(data)
+    assert start is None  # no session properties here
+    expected = {k: (v.lower() if k in ("session_id", "event_id", "parent_id") else v)
+                for k, v in line.items() if v is not None or k == "error"}
+    for k, v in expected.items():
+        assert out[k] == v, k
+    added = set(out) - set(expected)
+    assert all(v is not None for k, v in out.items() if k != "error")
+    assert added <= {"event_id", "project", "usage", "duration", "inputs"}
+    assert uuid.UUID(out["event_id"]).hex == uuid.UUID(str(out["event_id"])).hex
+    assert out["project"] == (line["project"] if line.get("project") is not None else "proj")
+    assert generic == (line.get("event_type") is not None)
+    assert sid == expected.get("session_id")
+    if not generic:
+        assert out["usage"] == expected.get("usage", {})
+        assert out["duration"] == expected.get("duration", 0)
