@@ -1,8 +1,9 @@
 """The public facade: lifecycle, the log calls, backpressure, flush and close, stats.
 
 The hot path (``log_model_event``/``log_event``) checks and encodes the event in the calling
-thread, then hands the bytes to the buffer: directly on the event loop's thread, through
-``call_soon_threadsafe`` from any other thread. It never awaits and never does I/O.
+thread, then hands the bytes to the buffer: directly on the event loop's thread, through a
+locked inbox from any other thread (which the loop polls while events come, and is woken
+for once after a quiet spell). It never awaits and never does I/O.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ __all__ = ["Exporter"]
 log = logging.getLogger("hh_exporter")
 _live: weakref.WeakSet[Exporter] = weakref.WeakSet()
 #: Drop reasons that mean "no answer from the server": a flush that saw one returns False.
+# Events from other threads: the loop is not woken per event (a self-pipe write and a GIL
+# hand-off cost the caller 10-100 µs). While they keep coming, the loop polls the inbox every
+# tick; after _INBOX_IDLE_TICKS quiet ticks it stops, and the next event wakes it once. A
+# flood wakes it at once every _INBOX_WAKE_AT events: the inbox is outside the buffer's bound.
+_INBOX_TICK = 0.005
+_INBOX_IDLE_TICKS = 20
+_INBOX_WAKE_AT = 1024
+
 _DEAD_LOOP = ("this exporter's event loop is closed (was it used from a second asyncio.run()?): "
               "create the Exporter inside the loop that uses it, e.g. with "
               "'async with Exporter(...)' in your main coroutine")
@@ -174,6 +183,8 @@ class Exporter:
         self._lock = threading.Lock()
         self._inbox: list[tuple[str | None, str | None, bytes]] = []
         self._inbox_open = True
+        self._polling = False  # the loop polls the inbox (set by callers, under the lock)
+        self._idle_ticks = 0
         self._sender: Sender | None = None
         self._worker: asyncio.Task[None] | None = None
         self._progress: asyncio.Event | None = None
@@ -662,19 +673,42 @@ class Exporter:
         with self._lock:
             if not self._inbox_open:
                 raise ExporterClosedError(self._refusal())
-            self._inbox.append((route, sid, data))
-            loop = self._loop if len(self._inbox) == 1 else None
-        if loop is not None:
-            try:
-                loop.call_soon_threadsafe(self._drain_inbox)
-            except RuntimeError:  # its loop is closed: nothing will ever drain the inbox
-                with self._lock:
-                    if self._inbox and self._inbox[-1][2] is data:
-                        self._inbox.pop()
-                raise ExporterClosedError("the exporter's event loop is closed") from None
+            inbox = self._inbox
+            inbox.append((route, sid, data))
+            loop = self._loop
+            if loop is None:  # not started: start() drains the inbox
+                return
+            polling = self._polling
+            if polling and len(inbox) != _INBOX_WAKE_AT:
+                return  # the loop comes for it within a tick
+            self._polling = True
+        try:
+            loop.call_soon_threadsafe(self._drain_inbox if polling else self._poll_inbox)
+        except RuntimeError:  # its loop is closed: nothing will ever drain the inbox
+            with self._lock:
+                if self._inbox and self._inbox[-1][2] is data:
+                    self._inbox.pop()
+            raise ExporterClosedError("the exporter's event loop is closed") from None
 
-    def _drain_inbox(self) -> None:
-        """Accept what other threads handed over (on the loop, or at close)."""
+    def _poll_inbox(self) -> None:
+        """Drain the inbox, and come back in a tick while events keep coming (on the loop)."""
+        if self._drain_inbox():
+            self._idle_ticks = 0
+        else:
+            self._idle_ticks += 1
+        loop = self._loop
+        if self._idle_ticks >= _INBOX_IDLE_TICKS or loop is None or not self._inbox_open:
+            with self._lock:
+                if self._inbox and self._inbox_open:
+                    self._idle_ticks = 0  # one came in meanwhile: keep polling
+                else:
+                    self._polling = False  # the next event wakes the loop
+                    return
+        assert loop is not None
+        loop.call_later(min(_INBOX_TICK, max(self.config.linger, 0.001)), self._poll_inbox)
+
+    def _drain_inbox(self) -> int:
+        """Accept what other threads handed over (on the loop, or at close); how many."""
         with self._lock:
             items, self._inbox = self._inbox, []
         for route, sid, data in items:
@@ -682,6 +716,7 @@ class Exporter:
                 self._add_start(sid, data)
             else:
                 self._accept(route, sid, data)
+        return len(items)
 
     def _close_inbox(self) -> None:
         """Refuse other threads from now on, and accept what they handed over already."""
@@ -834,6 +869,8 @@ class Exporter:
         self._lock = threading.Lock()
         self._inbox = []
         self._inbox_open = self._accepting
+        self._polling = False
+        self._idle_ticks = 0
         self._thread_id = threading.get_ident()
         # A NEW exporter's transport has opened nothing yet: the child may keep it. The
         # spool's writer thread, if the parent had one, is not the child's.
