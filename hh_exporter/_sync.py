@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar, Unpack, overload
 
+from ._encoding import GENERIC_ROUTE, MODEL_ROUTE
 from ._errors import ExporterClosedError
 from ._events import EventFields, ModelEventFields, SessionFields
 from ._exporter import Exporter
@@ -83,11 +84,12 @@ class SyncExporter:
         self, *, session: Session | None = None, **fields: Unpack[ModelEventFields]
     ) -> str:
         """See :meth:`Exporter.log_model_event`; safe from any thread."""
-        return self._exporter.log_model_event(session=session, **fields)
+        # `fields` is this call's own dict: handed on as it is, not unpacked into a second.
+        return self._exporter._log(MODEL_ROUTE, fields, session)  # type: ignore[arg-type]
 
     def log_event(self, *, session: Session | None = None, **fields: Unpack[EventFields]) -> str:
         """See :meth:`Exporter.log_event`; safe from any thread."""
-        return self._exporter.log_event(session=session, **fields)
+        return self._exporter._log(GENERIC_ROUTE, fields, session)  # type: ignore[arg-type]
 
     @overload
     def trace(self, fn: _F, /) -> _F: ...
