@@ -35,6 +35,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from .._encoding import GENERIC_ROUTE
 from .._errors import ExporterClosedError
 from .._exporter import Exporter
 from .._otel_map import is_genai, map_span
@@ -110,6 +111,8 @@ class HoneyHiveSpanExporter(SpanExporter):
         if not isinstance(exporter, (Exporter, SyncExporter)):
             raise TypeError("exporter must be an hh_exporter Exporter or SyncExporter")
         self._exporter = exporter
+        # The mapping's dict is ours: handed to the log call as it is, not as **kwargs.
+        self._log = (exporter._exporter if isinstance(exporter, SyncExporter) else exporter)._log
         self._include_all = include_non_genai
         self._session_name = session_name
         self._sessions: OrderedDict[str, Session] = OrderedDict()
@@ -146,7 +149,7 @@ class HoneyHiveSpanExporter(SpanExporter):
             fields = map_span(sp)
             # The mapping chose the session; it travels as the Session, which gates the event.
             session = self._session(fields.pop("session_id"), sp)
-            self._exporter.log_event(session=session, **fields)
+            self._log(GENERIC_ROUTE, fields, session)
         except ExporterClosedError:
             raise
         except Exception as exc:  # noqa: BLE001 - counted, never the app's problem
