@@ -589,3 +589,40 @@ def test_what_the_span_exporter_sends_is_valid_per_the_spec() -> None:
     assert hh.stats().delivered == len(GOLDEN)
     for path, body in transport.requests:
         check_request(path, json.loads(body))
+
+
+def test_span_attributes_are_read_as_the_sdk_holds_them() -> None:
+    """span_data reads an SDK span's attributes (sequences as lists) whether the span keeps
+    them in the SDK's BoundedAttributes (read at the source, under no lock) or in a plain
+    dict (a ReadableSpan built by hand: read through the public property); the mapping
+    never writes into the span's own attributes."""
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    from hh_exporter.integrations.otel import span_data
+
+    kept: list[ReadableSpan] = []
+
+    class Keep(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            kept.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(Keep()))
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+             "gen_ai.response.finish_reasons": ["stop"], "n": 3}
+    with provider.get_tracer("t").start_as_current_span("chat m", attributes=attrs):
+        pass
+    provider.shutdown()
+    ctx = SpanContext(trace_id=1, span_id=2, is_remote=False, trace_flags=TraceFlags(1))
+    by_hand = ReadableSpan(name="chat m", context=ctx, attributes={
+        **attrs, "gen_ai.response.finish_reasons": ("stop",)}, start_time=1, end_time=2)
+    for span in (kept[0], by_hand):
+        before = dict(span.attributes)
+        sd = span_data(span)
+        assert sd.attributes == attrs  # the tuple the SDK stores comes back a list
+        event = map_span(sd)
+        assert event["metadata"]["finish_reason"] == "stop"
+        assert dict(span.attributes) == before

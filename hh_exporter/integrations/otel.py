@@ -50,17 +50,30 @@ _MAX_REMEMBERED = 100_000
 
 
 def _plain(attrs: Any) -> dict[str, Any]:
-    """Span attributes as a plain dict, sequences as lists. The SDK's BoundedAttributes is
-    a MutableMapping whose generic iteration costs more than the mapping of the span: read
-    its dict directly when it has one."""
-    if not attrs:
-        return {}
-    d = getattr(attrs, "_dict", attrs)
-    out = dict(d)
-    for k, v in out.items():
+    """Attributes as a plain dict, sequences as lists (the mapping reads, never writes it).
+
+    The SDK hands a ``MappingProxyType`` over its ``BoundedAttributes``, whose every read
+    takes a lock: iterating that cost more than mapping the span. An ended span's
+    ``BoundedAttributes`` is immutable, so its inner dict is read directly when there is
+    one (``_plain_of_span``), and copied only when a value is a tuple."""
+    d = getattr(attrs, "_dict", None)
+    if type(d) is not dict:
+        if not attrs:  # None, or empty (BoundedAttributes' len takes its lock: not asked)
+            return {}
+        d = dict(attrs)
+    for v in d.values():
         if type(v) is tuple:
-            out[k] = list(v)
-    return out
+            return {k: list(v) if type(v) is tuple else v for k, v in d.items()}
+    return d
+
+
+def _plain_of_span(span: Any) -> dict[str, Any]:
+    # ReadableSpan.attributes wraps `_attributes` in a MappingProxyType: go to the source
+    # when this SDK version has it, else through the public property.
+    raw = getattr(span, "_attributes", None)
+    if raw is not None and type(getattr(raw, "_dict", None)) is dict:
+        return _plain(raw)
+    return _plain(span.attributes)
 
 
 _resources: dict[int, tuple[Any, dict[str, Any]]] = {}
@@ -88,7 +101,7 @@ def span_data(span: ReadableSpan) -> SpanData:
         trace_id=f"{ctx.trace_id:032x}", span_id=f"{ctx.span_id:016x}",
         parent_span_id=f"{parent.span_id:016x}" if parent is not None else None,
         name=span.name, start_ns=span.start_time or 0, end_ns=span.end_time or 0,
-        attributes=_plain(span.attributes),
+        attributes=_plain_of_span(span),
         events=[(e.name, _plain(e.attributes)) for e in span.events] if span.events else [],
         status_code=status.status_code.name, status_message=status.description or "",
         resource=_resource(span.resource), scope=scope.name if scope else "",
