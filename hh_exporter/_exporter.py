@@ -697,14 +697,15 @@ class Exporter:
         else:
             self._idle_ticks += 1
         loop = self._loop
-        if self._idle_ticks >= _INBOX_IDLE_TICKS or loop is None or not self._inbox_open:
+        if loop is None:  # forked: this loop is the parent's, and nothing more comes to it
+            return
+        if self._idle_ticks >= _INBOX_IDLE_TICKS or not self._inbox_open:
             with self._lock:
                 if self._inbox and self._inbox_open:
                     self._idle_ticks = 0  # one came in meanwhile: keep polling
                 else:
                     self._polling = False  # the next event wakes the loop
                     return
-        assert loop is not None
         loop.call_later(min(_INBOX_TICK, max(self.config.linger, 0.001)), self._poll_inbox)
 
     def _drain_inbox(self) -> int:
