@@ -65,7 +65,6 @@ __all__ = ["Exporter"]
 
 log = logging.getLogger("hh_exporter")
 _live: weakref.WeakSet[Exporter] = weakref.WeakSet()
-#: Drop reasons that mean "no answer from the server": a flush that saw one returns False.
 # Events from other threads: the loop is not woken per event (a self-pipe write and a GIL
 # hand-off cost the caller 10-100 µs). While they keep coming, the loop polls the inbox every
 # tick; after _INBOX_IDLE_TICKS quiet ticks it stops, and the next event wakes it once. A

@@ -626,3 +626,19 @@ def test_span_attributes_are_read_as_the_sdk_holds_them() -> None:
         event = map_span(sd)
         assert event["metadata"]["finish_reason"] == "stop"
         assert dict(span.attributes) == before
+
+
+def test_every_attribute_a_rule_takes_is_in_a_rule_group() -> None:
+    """map_span runs a rule only when the span has one of its group's attributes: every key
+    a rule reads through take() must be registered in a group, or that rule would never run."""
+    import ast
+    import inspect
+
+    from hh_exporter import _otel_map
+
+    tree = ast.parse(inspect.getsource(_otel_map.map_span))
+    taken = {arg.value for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Name) and node.func.id == "take"
+             for arg in node.args if isinstance(arg, ast.Constant)}
+    assert len(taken) > 20  # the walk found the rules
+    assert taken <= set(_otel_map._GROUP_OF)
