@@ -35,7 +35,6 @@ _OI_TYPES = {"LLM": "model", "CHAIN": "chain", "AGENT": "chain", "TOOL": "tool",
              "RETRIEVER": "tool", "EMBEDDING": "tool", "RERANKER": "tool", "GUARDRAIL": "tool",
              "EVALUATOR": "tool", "PROMPT": "tool"}
 _TL_TYPES = {"workflow": "chain", "task": "chain", "agent": "chain", "tool": "tool"}
-_BUCKETS = ("inputs", "outputs", "config", "metadata", "metrics", "feedback")
 _INDEXED = ("gen_ai.prompt.", "gen_ai.completion.", "llm.input_messages.",
             "llm.output_messages.")
 _HYPER = ("temperature", "max_tokens", "top_p", "top_k", "frequency_penalty",
@@ -96,6 +95,9 @@ _GROUPS: dict[str, tuple[str, ...]] = {
     "source": ("honeyhive.source", "traceloop.association.properties.source"),
 }
 _GROUP_OF = {key: group for group, keys in _GROUPS.items() for key in keys}
+# A token count's spelling -> (which count in _TOKENS, its priority among the spellings).
+_TOKEN_RANK = {key: (i, j) for i, (_, spellings) in enumerate(_TOKENS)
+               for j, key in enumerate(spellings)}
 # Event ids of recent spans: a parent's id is derived once, not once per child.
 _EVENT_IDS: dict[str, str] = {}
 
@@ -119,6 +121,7 @@ def event_id_of(trace_id: str, span_id: str) -> str:
 
 
 _SESSION_IDS: dict[str, str] = {}  # a session attribute's text -> its canonical UUID
+_TRACE_SESSIONS: dict[str, str] = {}  # a trace id -> the id of its session
 
 
 def _uuid(v: Any) -> str | None:
@@ -146,8 +149,13 @@ def session_of(span: SpanData) -> str:
             sid = _uuid(a[key])
             if sid is not None:
                 return sid
-    t = span.trace_id  # 32 hex digits: the trace's id, as a UUID
-    return f"{t[:8]}-{t[8:12]}-{t[12:16]}-{t[16:20]}-{t[20:]}"
+    t = span.trace_id  # 32 hex digits: the trace's id, as a UUID (its spans ask in turn)
+    sid = _TRACE_SESSIONS.get(t)
+    if sid is None:
+        if len(_TRACE_SESSIONS) >= 4096:
+            _TRACE_SESSIONS.clear()
+        sid = _TRACE_SESSIONS[t] = f"{t[:8]}-{t[8:12]}-{t[12:16]}-{t[16:20]}-{t[20:]}"
+    return sid
 
 
 def is_genai(span: SpanData) -> bool:
@@ -222,13 +230,21 @@ def _flatten_message(m: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.get("role", "user")}
     parts = m.get("parts")
     if isinstance(parts, list):
-        texts: list[str] = [str(p["content"]) for p in parts if isinstance(p, dict)
-                            and p.get("type") in ("text", None)
-                            and isinstance(p.get("content"), str)]
-        calls = [{"id": p.get("id"), "type": "function", "function": {
-            "name": p.get("name"), "arguments": p.get("arguments") if isinstance(
-                p.get("arguments"), str) else json.dumps(p.get("arguments"))}}
-            for p in parts if isinstance(p, dict) and p.get("type") == "tool_call"]
+        texts: list[str] = []
+        calls: list[dict[str, Any]] = []
+        for p in parts:  # one pass: the text parts, and the tool calls
+            if not isinstance(p, dict):
+                continue
+            kind = p.get("type")
+            if kind == "tool_call":
+                arguments = p.get("arguments")
+                calls.append({"id": p.get("id"), "type": "function", "function": {
+                    "name": p.get("name"), "arguments": arguments if isinstance(
+                        arguments, str) else json.dumps(arguments)}})
+            elif kind is None or kind == "text":
+                content = p.get("content")
+                if isinstance(content, str):
+                    texts.append(content)
         out["content"] = "".join(texts)
         if calls:
             out["tool_calls"] = calls
@@ -264,8 +280,9 @@ def _event_type(a: dict[str, Any]) -> str:
     t = a.get("honeyhive_event_type") or a.get("honeyhive_event_type_raw")
     if isinstance(t, str) and t in ("model", "chain", "tool"):
         return t
-    op, oi, tl = (a.get(k) for k in ("gen_ai.operation.name", "openinference.span.kind",
-                                     "traceloop.span.kind"))
+    op = a.get("gen_ai.operation.name")
+    oi = a.get("openinference.span.kind")
+    tl = a.get("traceloop.span.kind")
     t = _OP_TYPES.get(op) if isinstance(op, str) else None
     if t is None and isinstance(oi, str):
         t = _OI_TYPES.get(oi.upper())
@@ -296,14 +313,20 @@ def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
     parent = event_id_of(span.trace_id, span.parent_span_id) if span.parent_span_id else sid
     etype = _event_type(a)
     used.update(("honeyhive_event_type", "honeyhive_event_type_raw"))
-    buckets: dict[str, dict[str, Any]] = {b: {} for b in _BUCKETS}
+    # The decorators' buckets (honeyhive_inputs.*, ...), which are the event's own fields.
+    buckets: dict[str, dict[str, Any]] = {
+        "inputs": {}, "outputs": {}, "config": {}, "metadata": {}, "metrics": {},
+        "feedback": {}}
     families: set[str] = set()  # the indexed families present (gen_ai.prompt., ...)
     groups: set[str] = set()  # the rules that have attributes to read
+    token_keys: list[str] = []  # the token counts' spellings present
     group_of = _GROUP_OF.get
     for k, v in a.items():  # one pass: the decorators' buckets, families and rule groups
         g = group_of(k)
         if g is not None:
             groups.add(g)
+            if g == "tokens":
+                token_keys.append(k)
         if k.startswith("honeyhive_"):
             head, dot, sub = k[10:].partition(".")
             if head in buckets:
@@ -397,11 +420,19 @@ def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
         outputs.setdefault("message", result)
 
     # Tokens: as given, never summed with their subsets.
-    if "tokens" in groups:
-        for names, spellings in _TOKENS:
-            v = take(*spellings)
+    if token_keys:  # the first spelling present (not None) of each count, in _TOKENS order
+        best: dict[int, tuple[int, str]] = {}
+        for k in token_keys:
+            if a[k] is not None:
+                i, j = _TOKEN_RANK[k]
+                if i not in best or j < best[i][0]:
+                    best[i] = (j, k)
+        for i in sorted(best):
+            k = best[i][1]
+            used.add(k)
+            v = a[k]
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                for n in names:
+                for n in _TOKENS[i][0]:
                     metadata.setdefault(n, v)
     if "total_tokens" not in metadata and isinstance(metadata.get("prompt_tokens"), int) \
             and isinstance(metadata.get("completion_tokens"), int):
