@@ -98,8 +98,19 @@ _GROUP_OF = {key: group for group, keys in _GROUPS.items() for key in keys}
 # A token count's spelling -> (which count in _TOKENS, its priority among the spellings).
 _TOKEN_RANK = {key: (i, j) for i, (_, spellings) in enumerate(_TOKENS)
                for j, key in enumerate(spellings)}
-# Event ids of recent spans: a parent's id is derived once, not once per child.
-_EVENT_IDS: dict[str, str] = {}
+# Ids derived from span data, remembered: the spans of a trace ask for the same ones in
+# turn (each child for its parent's event id, each span for its session's). Bounded.
+_EVENT_IDS: dict[str, str] = {}  # trace id + span id -> the span's event id
+_SESSION_IDS: dict[str, str] = {}  # a session attribute's text -> its canonical UUID
+_TRACE_SESSIONS: dict[str, str] = {}  # a trace id -> the id of its session
+_REMEMBERED = 4096
+
+
+def _remember(memo: dict[str, str], key: str, value: str) -> str:
+    if len(memo) >= _REMEMBERED:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 def event_id_of(trace_id: str, span_id: str) -> str:
@@ -113,31 +124,20 @@ def event_id_of(trace_id: str, span_id: str) -> str:
     h[6] = (h[6] & 0x0F) | 0x50  # version 5
     h[8] = (h[8] & 0x3F) | 0x80  # the RFC 4122 variant
     x = h.hex()
-    eid = f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
-    if len(_EVENT_IDS) >= 4096:  # bounded: siblings and their parent end close together
-        _EVENT_IDS.clear()
-    _EVENT_IDS[key] = eid
-    return eid
-
-
-_SESSION_IDS: dict[str, str] = {}  # a session attribute's text -> its canonical UUID
-_TRACE_SESSIONS: dict[str, str] = {}  # a trace id -> the id of its session
+    return _remember(_EVENT_IDS, key, f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}")
 
 
 def _uuid(v: Any) -> str | None:
     if not isinstance(v, str):
         return None
-    known = _SESSION_IDS.get(v)  # every span of a session names it: parse it once
+    known = _SESSION_IDS.get(v)
     if known is not None:
         return known
     try:
         sid = str(uuid.UUID(v))
     except ValueError:
         return None
-    if len(_SESSION_IDS) >= 4096:
-        _SESSION_IDS.clear()
-    _SESSION_IDS[v] = sid
-    return sid
+    return _remember(_SESSION_IDS, v, sid)
 
 
 def session_of(span: SpanData) -> str:
@@ -149,12 +149,10 @@ def session_of(span: SpanData) -> str:
             sid = _uuid(a[key])
             if sid is not None:
                 return sid
-    t = span.trace_id  # 32 hex digits: the trace's id, as a UUID (its spans ask in turn)
+    t = span.trace_id  # 32 hex digits: the trace's id, as a UUID
     sid = _TRACE_SESSIONS.get(t)
     if sid is None:
-        if len(_TRACE_SESSIONS) >= 4096:
-            _TRACE_SESSIONS.clear()
-        sid = _TRACE_SESSIONS[t] = f"{t[:8]}-{t[8:12]}-{t[12:16]}-{t[16:20]}-{t[20:]}"
+        sid = _remember(_TRACE_SESSIONS, t, f"{t[:8]}-{t[8:12]}-{t[12:16]}-{t[16:20]}-{t[20:]}")
     return sid
 
 
