@@ -48,29 +48,41 @@ _ABSENT = msgspec.Raw()  # no JSON value is empty: an empty Raw means "not on th
 
 
 class _Line(msgspec.Struct, kw_only=True, gc=False):
-    """The fields a line is checked on; unknown fields pass through untouched."""
+    """The fields a line is checked on, typed as the spec's ``ModelEvent``/``LegacyEvent``
+    type them (a line the API would refuse is rejected here, with its line number); fields
+    the spec leaves untyped, and unknown ones, pass through untouched."""
 
     event_type: Literal["model", "tool", "chain", "session"] | None = None
     parent_id: str | None = None
     event_id: str | None = None
     session_id: str | None = None
+    children_ids: list[str] | None = None
     project: str | None = None
+    project_id: str | None = None
+    source: str | None = None
+    event_name: str | None = None
     model: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
     provider: str | None = None
     messages: list[_Object] | None = None
     response: msgspec.Raw = _ABSENT
     duration: float | None = None
     usage: _Object | None = None
+    hyperparameters: _Object | None = None
     inputs: _Object | None = None
     outputs: _Object | None = None
     metadata: _Object | None = None
     config: _Object | None = None
+    feedback: _Object | None = None
+    metrics: _Object | None = None
+    user_properties: _Object | None = None
     start_time: float | None = None
     end_time: float | None = None
     session_properties: Obj | None = None
     session: Obj | None = None
-    #: Its text when given: whether it is the one null the API takes (see _prepare).
-    error: msgspec.Raw = _ABSENT
+    #: UNSET when absent; None when null, the one null the API takes (see _prepare).
+    error: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
 _decode_line = msgspec.json.Decoder(_Line).decode
@@ -167,7 +179,7 @@ def _prepare(
     # one the API takes, and the official clients send), needs no rewrite: only a line
     # with any other "null" text goes the slow way (which checks it exactly). One scan:
     # the typed decode says whether "error" was null.
-    nulls = data.count(b"null") > (1 if ev.error and bytes(ev.error) == b"null" else 0)
+    nulls = data.count(b"null") > (1 if ev.error is None else 0)
     if props_obj is not None or fixed is not None or nulls:
         # Rare path: the session's properties start the session and leave the event,
         # upper-case ids are lowered as the official SDKs do, and null fields are left out

@@ -19,6 +19,7 @@ from hh_exporter._ingest import run_ingest
 from hh_exporter.collector import Collector, Faults
 
 from .conftest import TOKEN, fast_exporter, http_json
+from .spec import check_request
 
 
 def write(path: Path, n: int, sessions: int) -> None:
@@ -425,3 +426,22 @@ def test_a_line_goes_out_whole_or_is_rejected_with_a_reason(
     if not generic:
         assert out["usage"] == expected.get("usage", {})
         assert out["duration"] == expected.get("duration", 0)
+    # What goes out is a valid request of the real API's spec, whatever we think of it.
+    if generic:
+        check_request("/events/batch", {"events": [out]})
+    else:
+        check_request("/events/model/batch", {"model_events": [out]})
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("feedback", []), ("metrics", "fast"), ("user_properties", 1), ("hyperparameters", [1]),
+    ("children_ids", "a"), ("children_ids", [1]), ("source", 3), ("event_name", {}),
+    ("error", {"message": "x"}), ("model_name", 1)])
+def test_a_field_the_spec_types_is_checked_on_the_line(field: str, value: object) -> None:
+    """A line whose field has a type the spec's ModelEvent/LegacyEvent refuse is rejected
+    with a reason naming the field, rather than sent to be refused by the API."""
+    from hh_exporter._ingest import _prepare
+
+    line = {"model": "m", "provider": "p", "messages": [], "response": {}, field: value}
+    with pytest.raises(msgspec.ValidationError, match=field):
+        _prepare(json.dumps(line).encode(), "proj", 1 << 20)
