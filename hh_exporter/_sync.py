@@ -91,6 +91,10 @@ class SyncExporter:
         """See :meth:`Exporter.log_event`; safe from any thread."""
         return self._exporter._log(GENERIC_ROUTE, fields, session)  # type: ignore[arg-type]
 
+    def _log(self, route: str, fields: dict[str, Any], session: Session | None) -> str:
+        # For our own callers (trace, wrappers, span exporter) that hold a dict of fields.
+        return self._exporter._log(route, fields, session)
+
     @overload
     def trace(self, fn: _F, /) -> _F: ...
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import msgspec
 
+from ._encoding import GENERIC_ROUTE, MODEL_ROUTE
 from ._ids import new_id
 from ._session import Session
 
@@ -179,7 +180,7 @@ class Span:
         if self.error is not None:
             fields["error"] = self.error
         try:
-            exporter.log_event(session=self.session, **fields)
+            exporter._log(GENERIC_ROUTE, fields, self.session)  # our dict: no **kwargs trip
         except Exception as exc:  # noqa: BLE001 - telemetry never breaks the traced code
             warn(f"logging the {self.event_type} event {self.name!r}", exc)
             return
@@ -235,13 +236,13 @@ class ModelCall:
         fields["end_time"] = self.start_time + int(duration)
         fields["duration"] = duration
         parent = self._parent
-        try:
+        try:  # the adapter's dict, logged as it is (no **kwargs round trip)
             if parent is not None:
-                event_id = self._exporter.log_model_event(
-                    session=parent.session, parent_id=parent.event_id, **fields)
+                fields["parent_id"] = parent.event_id
+                event_id = self._exporter._log(MODEL_ROUTE, fields, parent.session)
                 parent.children_ids.append(event_id)
             else:
-                self._exporter.log_model_event(session=self._session, **fields)
+                self._exporter._log(MODEL_ROUTE, fields, self._session)
         except Exception as exc:  # noqa: BLE001 - telemetry never breaks the user's call
             warn(f"logging the model call to {fields.get('model')!r}", exc)
 

@@ -125,7 +125,7 @@ class HoneyHiveSpanExporter(SpanExporter):
             raise TypeError("exporter must be an hh_exporter Exporter or SyncExporter")
         self._exporter = exporter
         # The mapping's dict is ours: handed to the log call as it is, not as **kwargs.
-        self._log = (exporter._exporter if isinstance(exporter, SyncExporter) else exporter)._log
+        self._log = exporter._log
         self._include_all = include_non_genai
         self._session_name = session_name
         self._sessions: OrderedDict[str, Session] = OrderedDict()
