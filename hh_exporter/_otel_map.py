@@ -106,6 +106,11 @@ _TRACE_SESSIONS: dict[str, str] = {}  # a trace id -> the id of its session
 _REMEMBERED = 4096
 
 
+def _dashed(x: str) -> str:
+    """32 hex digits in the 8-4-4-4-12 form of a UUID."""
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
 def _remember(memo: dict[str, str], key: str, value: str) -> str:
     if len(memo) >= _REMEMBERED:
         memo.clear()
@@ -123,8 +128,7 @@ def event_id_of(trace_id: str, span_id: str) -> str:
     h = bytearray(hashlib.sha1(_NS_BYTES + key.encode()).digest()[:16])
     h[6] = (h[6] & 0x0F) | 0x50  # version 5
     h[8] = (h[8] & 0x3F) | 0x80  # the RFC 4122 variant
-    x = h.hex()
-    return _remember(_EVENT_IDS, key, f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}")
+    return _remember(_EVENT_IDS, key, _dashed(h.hex()))
 
 
 def _uuid(v: Any) -> str | None:
@@ -152,7 +156,7 @@ def session_of(span: SpanData) -> str:
     t = span.trace_id  # 32 hex digits: the trace's id, as a UUID
     sid = _TRACE_SESSIONS.get(t)
     if sid is None:
-        sid = _remember(_TRACE_SESSIONS, t, f"{t[:8]}-{t[8:12]}-{t[12:16]}-{t[16:20]}-{t[20:]}")
+        sid = _remember(_TRACE_SESSIONS, t, _dashed(t))
     return sid
 
 
