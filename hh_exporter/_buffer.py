@@ -16,6 +16,12 @@ session's ``POST /session/start`` body and closes a *gate* on its id: events of 
 are held aside (counted in the buffer's bounds) until :meth:`release` opens the gate once
 the start succeeded, or :meth:`discard` removes them when it failed.
 
+**Or sessions are created by their first batch** (``session_start="batch"``):
+:meth:`Buffer.add_envelope` registers a session whose first events gather in a lane of their
+own; that lane is cut alone (:meth:`take_first`) into a single-session batch carrying the
+session's properties, and from that moment the session is gated as above: its later events
+wait until the sender releases them (the batch was answered 2xx) or discards them.
+
 The buffer is bounded by event count and by bytes; when full, ``append`` refuses the event
 (drop newest) or evicts the oldest.
 """
@@ -33,20 +39,27 @@ Sid = Hashable | None
 
 
 class Batch:
-    """Events cut from the buffer to be sent together in one request."""
+    """Events cut from the buffer to be sent together in one request.
 
-    __slots__ = ("events", "nbytes", "route")
+    ``session`` is set on a session's first batch in ``session_start="batch"`` mode: the
+    batch carries its properties and creates it.
+    """
 
-    def __init__(self, route: str, events: list[bytes], nbytes: int) -> None:
+    __slots__ = ("events", "nbytes", "route", "session")
+
+    def __init__(self, route: str, events: list[bytes], nbytes: int,
+                 session: SessionStart | None = None) -> None:
         self.route = route
         self.events = events
         self.nbytes = nbytes
+        self.session = session
 
     def __len__(self) -> int:
         return len(self.events)
 
     def split(self) -> tuple[Batch, Batch]:
-        """Halve the batch, keeping order (used on 413 and to isolate invalid events)."""
+        """Halve the batch, keeping order (used on 413 and to isolate invalid events). The
+        halves carry no session: the sender gives its envelope to the first unsent part."""
         mid = len(self.events) // 2
         a, b = self.events[:mid], self.events[mid:]
         return Batch(self.route, a, sum(map(len, a))), Batch(self.route, b, sum(map(len, b)))
@@ -56,13 +69,18 @@ class Batch:
 
 
 class SessionStart:
-    """A queued ``POST /session/start``: the session's id and the encoded request body."""
+    """A queued ``POST /session/start``: the session's id and the encoded request body.
 
-    __slots__ = ("body", "session_id")
+    In ``session_start="batch"`` mode, ``properties`` is the encoded ``session_properties``
+    object its first batch carries instead (``body`` is kept for the spool).
+    """
 
-    def __init__(self, session_id: str, body: bytes) -> None:
+    __slots__ = ("body", "properties", "session_id")
+
+    def __init__(self, session_id: str, body: bytes, properties: bytes | None = None) -> None:
         self.session_id = session_id
         self.body = body
+        self.properties = properties
 
     def __repr__(self) -> str:
         return f"<SessionStart {self.session_id}>"
@@ -75,6 +93,18 @@ class _Lane:
         self.events: deque[bytes] = deque()
         self.nbytes = 0
         self.first_time = now
+
+
+class _Envelope:
+    """A session created by its first batch, whose first events are gathering."""
+
+    __slots__ = ("budget", "lane", "route", "start")
+
+    def __init__(self, start: SessionStart, budget: int) -> None:
+        self.start = start
+        self.budget = budget  # bytes of events (commas included) its first body can carry
+        self.route: str | None = None  # the route of its first event: its batch's route
+        self.lane: _Lane | None = None
 
 
 class _Route:
@@ -127,6 +157,11 @@ class Buffer:
         self.ready = False
         #: Events evicted by ``drop_oldest`` since the owner last emptied this list.
         self.evicted: list[bytes] = []
+        # Sessions created by their first batch, not cut yet; those with events also in
+        # _first, in the order of their first event (so the oldest linger is the first).
+        self._envelopes: dict[Sid, _Envelope] = {}
+        self._first: OrderedDict[Sid, _Envelope] = OrderedDict()
+        self._first_full: dict[Sid, None] = {}  # first lanes that hold a full batch
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -165,6 +200,45 @@ class Buffer:
         """The start body of a session whose start has not answered yet, else None."""
         return self._start_bodies.get(session_id)
 
+    def add_envelope(self, start: SessionStart) -> None:
+        """Register a session its first batch creates (``start.properties`` set).
+
+        Its first events gather in a lane of their own, cut alone by :meth:`take_first`;
+        events of it on another route are held until it exists. Events buffered already
+        under its id (logged with the bare ``session_id``) become its first events. A
+        session known already (registered, or its first batch under way) is left alone:
+        it never gets a second envelope.
+        """
+        sid = start.session_id
+        if sid in self._envelopes or sid in self._held or start.properties is None:
+            return
+        env = self._envelopes[sid] = _Envelope(
+            start, self.max_batch_bytes - body_overhead(start.properties))
+        for route, r in list(self._routes.items()):
+            lane = r.lanes.pop(sid, None)
+            if lane is None:
+                continue
+            r.events -= len(lane.events)
+            r.nbytes -= lane.nbytes
+            if not r.lanes:
+                del self._routes[route]
+            if env.lane is None:
+                env.route, env.lane = route, lane
+                self._first[sid] = env
+                self._mark_first(sid, env)
+                self.ready = True
+            else:
+                self._held.setdefault(sid, {})[route] = lane
+                self._start_bodies[sid] = start.body
+
+    def _mark_first(self, sid: Sid, env: _Envelope) -> None:
+        lane = env.lane
+        assert lane is not None
+        n = len(lane.events)
+        if n >= self.max_batch_events or lane.nbytes + n - 1 >= env.budget:
+            self._first_full[sid] = None
+            self.ready = True
+
     def release(self, session_id: Sid, now: float) -> None:
         """The session started: its held events join the open lanes (linger counts anew)."""
         lanes = self._held.pop(session_id, None)
@@ -186,10 +260,18 @@ class Buffer:
                 self.ready = True
 
     def discard(self, session_id: Sid) -> list[tuple[str, list[bytes]]]:
-        """The session cannot start: remove and return its held events by route, in order."""
+        """The session cannot start: remove and return its held events by route, in order
+        (a first batch not cut yet included)."""
         lanes = self._held.pop(session_id, None)
         self._start_bodies.pop(session_id, None)
         out: list[tuple[str, list[bytes]]] = []
+        env = self._envelopes.pop(session_id, None)
+        if env is not None and env.lane is not None and env.route is not None:
+            self._first.pop(session_id, None)
+            self._first_full.pop(session_id, None)
+            out.append((env.route, list(env.lane.events)))
+            self.events -= len(env.lane.events)
+            self.nbytes -= env.lane.nbytes
         for route, lane in (lanes or {}).items():
             out.append((route, list(lane.events)))
             self.events -= len(lane.events)
@@ -217,7 +299,24 @@ class Buffer:
                 self._evict_one()
         self.events += 1
         self.nbytes += size
+        env = self._envelopes.get(session_id) if self._envelopes else None
+        if env is not None:
+            if env.route is None or env.route == route:
+                lane = env.lane
+                if lane is None:
+                    lane = env.lane = _Lane(now)
+                    env.route = route
+                    self._first[session_id] = env
+                    self.ready = True  # a new linger deadline: the worker must arm its timer
+                lane.events.append(data)
+                lane.nbytes += size
+                self._mark_first(session_id, env)
+                return True
+            # Another route: it waits until the first batch created the session.
+            self._start_bodies[session_id] = env.start.body
         held = self._held.get(session_id) if self._held else None
+        if env is not None and held is None:
+            held = self._held[session_id] = {}
         if held is not None:
             lane = held.get(route)
             if lane is None:
@@ -262,6 +361,16 @@ class Buffer:
                 del r.lanes[sid]
                 if not r.lanes:
                     del self._routes[route]
+        elif self._first:  # then the first batches still gathering
+            sid, env = next(iter(self._first.items()))
+            first = env.lane
+            assert first is not None
+            data = first.events.popleft()
+            first.nbytes -= len(data)
+            if not first.events:
+                del self._first[sid]
+                self._first_full.pop(sid, None)
+                env.lane = env.route = None
         else:  # only held events are left: the oldest held session's first lane
             lanes = next(lane for lane in self._held.values() if lane)
             route = next(r for r, lane in lanes.items() if lane.events)
@@ -278,10 +387,72 @@ class Buffer:
 
     def next_deadline(self) -> float | None:
         """When the oldest open lane's linger runs out (in the caller's clock), or None."""
-        if not self._routes:
+        times = [next(iter(r.lanes.values())).first_time for r in self._routes.values()]
+        if self._first:
+            lane = next(iter(self._first.values())).lane
+            assert lane is not None
+            times.append(lane.first_time)
+        if not times:
             return None
-        return min(next(iter(r.lanes.values())).first_time
-                   for r in self._routes.values()) + self.linger
+        return min(times) + self.linger
+
+    def gathering(self) -> list[SessionStart]:
+        """The sessions whose first batch is not cut yet (with events or not)."""
+        return [env.start for env in self._envelopes.values()]
+
+    @property
+    def first_pending(self) -> bool:
+        """Whether first batches of sessions are gathering (``session_start="batch"``)."""
+        return bool(self._first)
+
+    def take_first(self, now: float, *, force: bool = False,
+                   limit: int = 1 << 30) -> list[Batch]:
+        """Cut up to ``limit`` sessions' first batches that are ready at ``now`` (full,
+        lingered, or all with ``force``). Each is cut alone and carries its session; the
+        session is gated from now on, and what its first batch could not take is held."""
+        out: list[Batch] = []
+        first = self._first
+        while first and len(out) < limit:
+            sid, env = next(iter(first.items()))
+            lane = env.lane
+            assert lane is not None
+            if not force and lane.first_time + self.linger > now:
+                break
+            out.append(self._cut_first(sid, env))
+        for sid in list(self._first_full):
+            if len(out) >= limit:
+                break
+            env2 = first.get(sid)
+            if env2 is not None:
+                out.append(self._cut_first(sid, env2))
+        if first and len(out) >= limit:
+            self.ready = True  # more may be ready than the limit let out: come back
+        return out
+
+    def _cut_first(self, sid: Sid, env: _Envelope) -> Batch:
+        lane, route = env.lane, env.route
+        assert lane is not None and route is not None
+        del self._first[sid]
+        self._first_full.pop(sid, None)
+        del self._envelopes[sid]
+        q = lane.events
+        events: list[bytes] = []
+        nbytes = 0
+        while q and len(events) < self.max_batch_events:
+            size = len(q[0])
+            if events and nbytes + size + len(events) > env.budget:
+                break
+            events.append(q.popleft())
+            nbytes += size
+        lane.nbytes -= nbytes
+        self.events -= len(events)
+        self.nbytes -= nbytes
+        # The session is gated until its first batch is answered.
+        held = self._held.setdefault(sid, {})
+        self._start_bodies[sid] = env.start.body
+        if q:
+            held[route] = lane
+        return Batch(route, events, nbytes, env.start)
 
     def take_ready(self, now: float, *, force: bool = False, limit: int = 1 << 30) -> list[Batch]:
         """Cut and return up to ``limit`` batches that are ready at ``now``.
@@ -338,11 +509,17 @@ class Buffer:
         out: dict[str, list[bytes]] = {}
         for route, r in self._routes.items():
             out.setdefault(route, []).extend(e for lane in r.lanes.values() for e in lane.events)
+        for env in self._first.values():
+            if env.lane is not None and env.route is not None:
+                out.setdefault(env.route, []).extend(env.lane.events)
         for lanes in self._held.values():
             for route, lane in lanes.items():
                 out.setdefault(route, []).extend(lane.events)
         self._routes.clear()
         self._held.clear()
+        self._envelopes.clear()
+        self._first.clear()
+        self._first_full.clear()
         self._start_bodies.clear()
         self.events = 0
         self.nbytes = 0

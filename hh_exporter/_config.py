@@ -17,12 +17,13 @@ from urllib.parse import urlsplit
 
 from ._errors import ConfigError
 
-__all__ = ["DEFAULT_API_URL", "ApiVersion", "ExporterConfig", "OverflowPolicy"]
+__all__ = ["DEFAULT_API_URL", "ApiVersion", "ExporterConfig", "OverflowPolicy", "SessionStartMode"]
 
 DEFAULT_API_URL = "https://api.honeyhive.ai"
 OverflowPolicy = Literal["drop_newest", "drop_oldest", "spool"]
 SpoolFsync = Literal["segment", "always"]
 ApiVersion = Literal["legacy", "v1"]
+SessionStartMode = Literal["request", "batch"]
 _MiB = 1024 * 1024
 
 
@@ -43,6 +44,13 @@ class ExporterConfig:
         api: ``legacy`` (default: ``/session/start``, ``/events/model/batch``,
             ``/events/batch``) or ``v1`` (``/v1/sessions``, ``/v1/events/batch``, strict
             bodies; model fields mapped into the generic ones, see the README).
+        session_start: How a session is created before its events are stored. ``request``
+            (default, what every official client does): ``POST /session/start`` (or
+            ``/v1/sessions``), and the session's events wait for its 2xx. ``batch``: the
+            session's first events travel in one single-session batch
+            (``is_single_session: true``; v1: ``single_session: true``) whose
+            ``session_properties`` create it; its later events wait for that answer. A
+            session with no events creates no session in this mode. See the README.
         max_batch_events: A batch closes at this many events.
         max_batch_bytes: A batch body never exceeds this many bytes; a larger event is dropped
             as ``too_large`` when it is logged. Smaller bodies mean less to store twice when
@@ -89,6 +97,7 @@ class ExporterConfig:
     api_url: str = DEFAULT_API_URL
     source: str = "dev"
     api: ApiVersion = "legacy"
+    session_start: SessionStartMode = "request"
     max_batch_events: int = 500
     max_batch_bytes: int = 1 * _MiB
     linger: float = 1.0
@@ -145,6 +154,9 @@ class ExporterConfig:
             _positive_float(name, getattr(self, name), allow_zero=True)
         if self.api not in ("legacy", "v1"):
             raise ConfigError(f"api must be 'legacy' or 'v1', got {self.api!r}")
+        if self.session_start not in ("request", "batch"):
+            raise ConfigError(f"session_start must be 'request' or 'batch', got "
+                              f"{self.session_start!r}")
         if self.overflow not in ("drop_newest", "drop_oldest", "spool"):
             raise ConfigError(f"overflow must be 'drop_newest', 'drop_oldest' or 'spool', got "
                               f"{self.overflow!r}")
@@ -177,7 +189,7 @@ class ExporterConfig:
             raise ConfigError(f"unknown configuration option(s): {', '.join(sorted(unknown))}")
         for name, var in (("api_key", "HH_API_KEY"), ("api_url", "HH_API_URL"),
                           ("project", "HH_PROJECT"), ("source", "HH_SOURCE"),
-                          ("api", "HH_API_VERSION")):
+                          ("api", "HH_API_VERSION"), ("session_start", "HH_SESSION_START")):
             if name not in given and env.get(var):
                 given[name] = env[var]
         given.setdefault("api_key", "")

@@ -45,6 +45,12 @@ _ENVELOPE = {
     V1_ROUTE: (b'{"events":[', b'],"single_session":false}'),
 }
 _MAX_OVERHEAD = max(len(a) + len(b) for a, b in _ENVELOPE.values())
+# The end of a single-session body, before its ``session_properties`` object and after it.
+_SINGLE = {
+    MODEL_ROUTE: b'],"is_single_session":true,"session_properties":',
+    GENERIC_ROUTE: b'],"is_single_session":true,"session_properties":',
+    V1_ROUTE: b'],"single_session":true,"session_properties":',
+}
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -97,23 +103,33 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__} raised while encoding it"
 
 
-def body_overhead() -> int:
-    """Bytes a batch body adds around its events (commas excluded), on any route."""
-    return _MAX_OVERHEAD
+def body_overhead(properties: bytes | None = None) -> int:
+    """Bytes a batch body adds around its events (commas excluded), on any route; with
+    ``properties``, those of a single-session body carrying them."""
+    if properties is None:
+        return _MAX_OVERHEAD
+    return max(len(_ENVELOPE[r][0]) + len(end) for r, end in _SINGLE.items()) + len(
+        properties) + 1
 
 
-def batch_body(route: str, events: list[bytes]) -> bytes:
+def batch_body(route: str, events: list[bytes], properties: bytes | None = None) -> bytes:
     """Join cached event bytes into a batch body for ``route``.
 
-    Every batch is mixed (``is_single_session: false``, or v1's ``single_session: false``):
-    each event carries its own ``session_id``, and its session was started before the event
-    left, as the official clients do.
+    A batch is mixed (``is_single_session: false``, or v1's ``single_session: false``):
+    each event carries its own ``session_id``, and its session exists before the event
+    leaves. With ``properties`` (an encoded ``session_properties`` object, its
+    ``session_id`` included) it is the single-session body that creates the session
+    (``is_single_session: true``, v1 ``single_session: true``): SPEC-DP "When
+    ``single_session`` is true, all events share the same session created from
+    ``session_properties``".
 
     The envelope is glued onto the first and last events so the body is built by one join:
     joining first and wrapping after would copy the whole body twice, and the second copy
     of a fresh multi-megabyte buffer costs ten times the first in page faults.
     """
     start, end = _ENVELOPE[route]
+    if properties is not None:
+        end = _SINGLE[route] + properties + b"}"
     if not events:
         return start + end
     parts = list(events)

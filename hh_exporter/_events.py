@@ -398,6 +398,24 @@ def session_start_body(props: Mapping[str, Any], session_id: str,
     return encode({"session": session})
 
 
+_LEGACY_START = b'{"session":'
+
+
+def envelope_properties(start_body: bytes, *, v1: bool) -> bytes:
+    """The ``session_properties`` a session's first batch carries, from its start body:
+    the ``session`` object of a legacy ``{"session": {...}}`` body (its ``session_id``,
+    name, source, user properties, metadata, config, inputs...), or a v1 body as it is.
+    Raises ``msgspec.DecodeError`` if it is not a start body."""
+    if v1:
+        return start_body
+    if start_body.startswith(_LEGACY_START) and start_body.endswith(b"}"):
+        return start_body[len(_LEGACY_START):-1]  # as encode_session writes it: no copy
+    session = msgspec.json.decode(start_body, type=dict[str, msgspec.Raw]).get("session")
+    if session is None:
+        raise msgspec.DecodeError("not a session start body: no 'session' object")
+    return bytes(session)
+
+
 class _StartSession(msgspec.Struct):
     session_id: str | None = None
 

@@ -40,6 +40,7 @@ from ._events import (
     encode_event_v1,
     encode_model_event_v1,
     encode_session,
+    envelope_properties,
     fast_event,
     fast_model_event,
 )
@@ -148,6 +149,9 @@ class Exporter:
             self._model_route, self._generic_route = MODEL_ROUTE, GENERIC_ROUTE
             self._encode_model, self._encode_generic = fast_model_event, fast_event
         self._source = config.source
+        # Sessions created by their first batch instead of POST /session/start.
+        self._batch_sessions = config.session_start == "batch"
+        self._announce_lock = threading.Lock()
         # The largest event a batch body can carry.
         self._max_event = config.max_batch_bytes - body_overhead()
         self._buffer = Buffer(
@@ -410,6 +414,9 @@ class Exporter:
         while starts:
             self._session_failed(starts.popleft(), "shutdown", "session start still queued at "
                                  "close", None)
+        for start in self._buffer.gathering():  # first batches never cut
+            self._session_failed(start, "shutdown", "first batch still buffered at close",
+                                 None)
         for route, left in self._buffer.drain_all():
             if spool is not None and spool(route, left):
                 self._drop("spooled", len(left), self.config.spool_dir, None, left)
@@ -458,7 +465,9 @@ class Exporter:
         The properties (``session_name``, ``user_properties``, ``metadata``, ``inputs``, ...)
         are encoded now. The session is started with ``POST /session/start`` in the
         background, and its events are held until the API confirmed it, so none of them
-        can reach the API before their session exists.
+        can reach the API before their session exists. With ``session_start="batch"`` its
+        first events create it instead (a single-session batch carrying these properties),
+        and a session with no events creates nothing.
 
         Raises:
             EventError: A property is unknown, has the wrong type or cannot be encoded.
@@ -475,18 +484,31 @@ class Exporter:
         except Exception as exc:  # noqa: BLE001 - a hostile value raised while checked
             raise EventError(f"the session cannot be checked or encoded: "
                              f"{type(exc).__name__}") from None
+        if self._batch_sessions:  # made known with its first event (see _announce)
+            return Session(self, session_id, body, announce=True)
         return self.start_session_encoded(session_id, body)
 
     def start_session_encoded(self, session_id: str, body: bytes) -> Session:
         """Queue an already-encoded ``POST /session/start`` body; return the handle.
 
         The bulk path of ``hh-exporter ingest``: ``body`` is ``{"session": {...}}`` with this
-        ``session_id``. Events sent with this ``session_id`` wait for the start.
+        ``session_id``. Events sent with this ``session_id`` wait for the start. With
+        ``session_start="batch"``, the session's next events form its first batch, which
+        carries these properties and creates it.
         """
         if not self._accepting:
             raise ExporterClosedError(self._refusal())
         self._dispatch(None, session_id, body)
         return Session(self, session_id, body)
+
+    def _announce(self, session: Session) -> None:
+        """Make a session known to the buffer before its first event (batch mode). Under a
+        lock, and the flag is cleared only after the hand-off: an event logged meanwhile
+        from another thread cannot overtake its session's registration."""
+        with self._announce_lock:
+            if session.announce:
+                self._dispatch(None, session.session_id, session.start_body)
+                session.announce = False
 
     def log_model_event(
         self, *, session: Session | None = None, **fields: Unpack[ModelEventFields]
@@ -537,6 +559,8 @@ class Exporter:
             sid = None
         elif type(session) is Session:
             sid = session.session_id
+            if session.announce:
+                self._announce(session)
         else:
             raise EventError(f"session must be a Session from Exporter.session(), got "
                              f"{describe(session)}")
@@ -733,6 +757,10 @@ class Exporter:
 
     def _add_start(self, sid: str | None, body: bytes) -> None:
         assert sid is not None  # a start always carries its session's id
+        if self._batch_sessions:
+            self._buffer.add_envelope(
+                SessionStart(sid, body, envelope_properties(body, v1=self._v1)))
+            return
         self._buffer.add_start(SessionStart(sid, body))
         if self._sender is not None:
             self._sender.wake()

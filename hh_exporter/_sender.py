@@ -4,8 +4,16 @@ One worker task owns the buffer's output. It wakes when a batch is full, when a 
 out, when a request finishes, when a session is queued, or when a flush asks. It keeps up to
 ``max_starts_in_flight`` session starts and ``max_in_flight`` batch requests going, each in
 its own task. A session's events are held until its ``POST /session/start`` returned 2xx
-(see ``_buffer``). Each event a batch holds ends in exactly one counter: delivered, or
-dropped with a reason. How each answer to a batch is handled:
+(see ``_buffer``).
+
+With ``session_start="batch"`` a session's first batch creates it instead: it carries the
+session's properties (``is_single_session: true``) and runs in a start slot, since it is
+what the session's other events wait for. The first part of it answered 2xx, or a partial
+success, created the session: its held events are released and later parts go mixed. A
+part refused or out of retries hands the envelope to the next part (a 413 splits the
+batch, and the first half keeps it); when no part created the session, its held events
+are dropped as a failed start's are. Each event a batch holds ends in exactly one
+counter: delivered, or dropped with a reason. How each answer to a batch is handled:
 
 =========================  ==============================================================
 2xx                        delivered; a body with ``success: false`` or fewer ``event_ids``
@@ -62,6 +70,7 @@ class _Answer(msgspec.Struct):
 
     event_ids: list[str] | None = None
     success: bool | None = None
+    session_id: str | None = None
 
 
 class _Partial(msgspec.Struct):
@@ -90,10 +99,14 @@ _decode_event_id = msgspec.json.Decoder(_EventId).decode
 class _Flight:
     """One batch's request task and which of its events are still unresolved."""
 
-    __slots__ = ("batch", "remaining", "settled", "splits_left", "task")
+    __slots__ = ("batch", "failure", "remaining", "session", "settled", "splits_left", "task")
 
     def __init__(self, batch: Batch) -> None:
         self.batch = batch
+        #: The session this batch creates, until a part of it did (``session_start="batch"``).
+        self.session = batch.session
+        #: Why the last part that carried the session's envelope did not create it.
+        self.failure: tuple[DropReason, str, int | None] = ("session_failed", "", None)
         self.remaining = len(batch)
         self.splits_left = MAX_SPLITS
         self.task: asyncio.Task[None] | None = None
@@ -158,6 +171,7 @@ class Sender:
         # its 2xx confirms every event, with no event ids to count.
         self._whole = bool(getattr(transport, "confirms_whole_body", False))
         self._flights: set[_Flight] = set()
+        self._first_flights = 0  # flights of sessions' first batches (they use start slots)
         self._starts: dict[str, _StartFlight] = {}
         self._wake = asyncio.Event()
         self._rng = random.Random()
@@ -193,14 +207,20 @@ class Sender:
                 while buf.starts and len(self._starts) < self.max_starts_in_flight:
                     self._launch_start(buf.starts.popleft())
                     launched = True
-            free = self.max_in_flight - len(self._flights)
-            if free > 0 and buf.events and not blocking:
+            free = self.max_in_flight - (len(self._flights) - self._first_flights)
+            free_first = self.max_starts_in_flight - len(self._starts) - self._first_flights
+            if (free > 0 or free_first > 0) and buf.events and not blocking:
                 now = self._clock()
-                # A flush cuts everything at once, but not while session starts are still
-                # releasing events: each would make its own small batch. Until the last
-                # start is done, the usual rules (full batches, linger) apply.
-                force = self.forcing > 0 and not (buf.starts or self._starts)
-                batches = buf.take_ready(now, force=force, limit=free)
+                batches = []
+                if free > 0:
+                    # A flush cuts everything at once, but not while session starts (or
+                    # first batches) are still releasing events: each would make its own
+                    # small batch. Until the last is done, the usual rules apply.
+                    force = self.forcing > 0 and not (
+                        buf.starts or self._starts or self._first_flights or buf.first_pending)
+                    batches = buf.take_ready(now, force=force, limit=free)
+                if free_first > 0 and buf.first_pending:
+                    batches += buf.take_first(now, force=self.forcing > 0, limit=free_first)
                 for batch in batches:
                     self._launch(batch)
                 launched = launched or bool(batches)
@@ -211,6 +231,7 @@ class Sender:
                 self._on_progress()
                 continue
             self._wake.clear()
+            free = max(free, free_first)
             if buf.ready and free > 0 and not blocking:
                 continue
             # Only a worker with a free request slot wants to hear that a batch is ready;
@@ -226,6 +247,8 @@ class Sender:
 
     def _launch(self, batch: Batch) -> None:
         flight = _Flight(batch)
+        if flight.session is not None:
+            self._first_flights += 1
         self.counters.in_flight_events += len(batch)
         self.counters.in_flight_requests += 1
         self._flights.add(flight)
@@ -242,11 +265,18 @@ class Sender:
         except asyncio.CancelledError:
             self._resolve(flight, flight.unsettled(), "shutdown", "cancelled by a flush or "
                           "close deadline", None)
+            flight.failure = ("shutdown", "cancelled by a flush or close deadline", None)
             raise
         except Exception as exc:  # a bug in delivery must not strand events uncounted
             log.exception("hh_exporter: delivery of a batch failed unexpectedly")
             self._resolve(flight, flight.unsettled(), "worker_failed", repr(exc), None)
+            flight.failure = ("worker_failed", repr(exc), None)
         finally:
+            if flight.batch.session is not None:
+                self._first_flights -= 1
+            if flight.session is not None:  # no part of it created the session
+                reason, detail, status = flight.failure
+                self._fail_first(flight, reason, detail, status)
             self._flights.discard(flight)
             self.counters.in_flight_requests -= 1
             self.wake()
@@ -265,6 +295,34 @@ class Sender:
             self._starts.pop(flight.start.session_id, None)
             self.wake()
             self._on_progress()
+
+    def _fail_first(self, flight: _Flight, reason: DropReason, detail: str,
+                    status: int | None) -> None:
+        """A session's first batch did not create it: its held events go as a failed
+        start's do. Once per flight."""
+        start, flight.session = flight.session, None
+        if start is None:
+            return
+        self.counters.sessions_failed += 1
+        self._session_failed(start, reason, f"session {start.session_id} could not be "
+                             f"created by its first batch: {detail}", status)
+
+    def _created(self, flight: _Flight, start: SessionStart, body: bytes | None) -> None:
+        """A part of a session's first batch was answered: the session exists. Its held
+        events join the mixed lanes; the answer's ``session_id``, if any, must be ours."""
+        if flight.session is not start:
+            return
+        flight.session = None
+        self.counters.sessions_started += 1
+        sid = start.session_id
+        answered = _answer_session(body) if body is not None else None
+        if answered is not None and answered != sid:
+            self.counters.session_mismatches += 1
+            self._warn("mismatch", "hh_exporter: the first batch of session %s answered "
+                       "session_id %r: the session's events may be stored apart", sid,
+                       answered)
+        self.buffer.release(sid, self._clock())
+        self.wake()
 
     def _fail_start(self, flight: _StartFlight, reason: DropReason, detail: str,
                     status: int | None) -> None:
@@ -291,6 +349,8 @@ class Sender:
                 self._resolve(flight, flight.batch.events, "spooled", detail, None)
             else:
                 self._resolve(flight, flight.unsettled(), reason, detail, None)
+            if flight.session is not None:
+                self._fail_first(flight, reason, detail, None)
             if flight.task is not None:
                 flight.task.cancel()
         for start in list(self._starts.values()):
@@ -428,14 +488,25 @@ class Sender:
             self._on_settled(events, reason)
 
     async def _deliver(self, flight: _Flight, batch: Batch, deadline: float) -> None:
-        body = batch_body(batch.route, batch.events)
+        # The part sent while the session does not exist yet carries its envelope.
+        carried = flight.session
+        body = batch_body(batch.route, batch.events,
+                          None if carried is None else carried.properties)
         got = await self._send(batch.route, body, f"a batch of {len(batch)}", deadline,
                                _is_partial)
         if isinstance(got, HHExporterError):
             status = getattr(got, "status", None)
+            if carried is not None:
+                flight.failure = ("session_failed", str(got), status)
             self._resolve(flight, batch.events, "retries_exhausted", str(got), status)
             return
         status = got.status
+        if carried is not None:
+            if 200 <= status < 300 or status >= 500:  # 2xx, or a partial success
+                self._created(flight, carried, got.body if status < 300 else None)
+            else:
+                why: DropReason = "unauthorized" if status in (401, 403) else "session_failed"
+                flight.failure = (why, f"HTTP {status}: {_detail(got.body)}", status)
         if 200 <= status < 300:
             self.counters.batches_sent += 1
             confirmed = len(batch) if self._whole else _confirmed(got.body, len(batch))
@@ -507,6 +578,14 @@ def _confirmed(body: bytes, n: int) -> int:
     if answer.success is False or answer.event_ids is None:
         return 0
     return min(n, len(answer.event_ids))
+
+
+def _answer_session(body: bytes) -> str | None:
+    """The ``session_id`` of a batch's 2xx answer (``PostEventBatchResponse``), if any."""
+    try:
+        return _decode_answer(body).session_id
+    except msgspec.DecodeError:
+        return None
 
 
 def _session_id(body: bytes) -> str | None:

@@ -19,15 +19,19 @@ __all__ = ["Session"]
 class Session:
     """A session handle: events logged through it belong to the session.
 
-    Create one with :meth:`Exporter.session`. The session is started with
-    ``POST /session/start`` before any of its events leave; its events carry its
-    ``session_id``.
+    Create one with :meth:`Exporter.session`. The session is created before any of its
+    events are stored: with ``POST /session/start``, or (``session_start="batch"``) by the
+    single-session batch of its first events. Its events carry its ``session_id``.
     """
 
-    __slots__ = ("_exporter", "session_id", "start_body")
+    __slots__ = ("_exporter", "announce", "session_id", "start_body")
 
-    def __init__(self, exporter: Exporter, session_id: str, start_body: bytes) -> None:
+    def __init__(self, exporter: Exporter, session_id: str, start_body: bytes,
+                 announce: bool = False) -> None:
         self._exporter = exporter
+        #: True until the first event is logged, when the session is made known to the
+        #: buffer (``session_start="batch"``): a session with no events creates nothing.
+        self.announce = announce
         #: The session's id (client-generated unless given).
         self.session_id = session_id
         #: The encoded ``POST /session/start`` body.

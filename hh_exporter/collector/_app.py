@@ -27,6 +27,15 @@ By default it answers as the real API does (each rule cites
   answers the full session event (SPEC-DP ``PostSessionStartResponse``: ``event_id`` =
   ``session_id``, ``org_id``, ``workspace_id``, ``project_id``; BEH "What the official
   Python SDK expects back");
+* a batch with ``is_single_session: true`` (v1: ``single_session: true``) creates its
+  session from ``session_properties`` (SPEC-DP ``/v1/events/batch``: "When
+  ``single_session`` is true, all events share the same session created from
+  ``session_properties``"; BEH §2), with the ``session_id`` those carry (CLASSIC
+  ``SessionPropertiesBatch``: "if not set, it will be auto-generated"), and answers it as
+  ``session_id`` (``PostEventBatchResponse``; BEH §2: the SDK's live test reads it back).
+  Sessions created so are counted in ``sessions_created_by_envelope``; an envelope for a
+  session that exists already merges its properties (what the real API does then is not
+  documented, BEH §2 "Unknown") and is counted in ``envelopes_for_existing_sessions``;
 * events without ``event_id`` get one, returned in the answer; ``project`` is optional
   everywhere (SPEC-DP: "ignored by server"; SDK 1.x never sends it);
 * ``PUT /events`` merges the fields of ``LegacyUpdateEventRequest`` into a stored event.
@@ -89,6 +98,10 @@ class _Ingest:
         self.orphans = 0
         self.sessionless = 0
         self.sessions_started = 0
+        self.sessions_enveloped = 0
+        self.envelopes_repeated = 0
+        # Sessions created in this run (by a start, a v1 session, or an envelope).
+        self._created: set[str] = set()
         self.bytes_received = 0
         self._typed = {
             "/events/model/batch": S.batch_decoder(model=True, strict=strict),
@@ -216,6 +229,7 @@ class _Ingest:
                 (e.session_id for e in evs if e is not None and e.session_id), None) or str(
                 uuid.uuid4())
             sessions.append((batch_sid, _props_json(props)))
+            self._enveloped(batch_sid)
         elif props is not None and props.session_id:
             sessions.append((props.session_id, _props_json(props)))
         ids = [None if e is None else (e.event_id or str(uuid.uuid4())) for e in evs]
@@ -242,6 +256,14 @@ class _Ingest:
         if batch_sid is not None:
             out["session_id"] = batch_sid
         return _json(out)
+
+    def _enveloped(self, sid: str) -> None:
+        """Count a single-session envelope: the session it created, or a repeat."""
+        if sid in self._created:
+            self.envelopes_repeated += 1
+        else:
+            self._created.add(sid)
+            self.sessions_enveloped += 1
 
     def _rows(self, path: str, model: bool, evs: list[Any], ids: list[str | None],
               raws: Callable[[], list[msgspec.Raw]], batch_sid: str | None,
@@ -320,6 +342,7 @@ class _Ingest:
         if req.single_session:
             batch_sid = _valid_uuid(props.session_id if props else None) or str(uuid.uuid4())
             sessions.append((batch_sid, _props_json(props)))
+            self._enveloped(batch_sid)
         ids: list[str | None] = [e.event_id or str(uuid.uuid4()) for e in req.events]
         self.events_received += len(ids)
         self.generations["v1"] += len(ids)
@@ -353,6 +376,7 @@ class _Ingest:
         props = {k: v for k, v in props.items() if v is not None and k != "session_id"}
         merged = msgspec.json.decode(await self.store.start_session(sid, _encode(props)))
         self.sessions_started += 1
+        self._created.add(sid)
         return _json(_session_event(sid, {**props, **merged}))
 
     # -- OTLP ---------------------------------------------------------------------------------
@@ -428,6 +452,8 @@ class _Ingest:
             "events_stored": stored,
             "sessions_stored": sessions,
             "sessions_started": self.sessions_started,
+            "sessions_created_by_envelope": self.sessions_enveloped,
+            "envelopes_for_existing_sessions": self.envelopes_repeated,
             "duplicate_event_ids": self.duplicates,
             "orphan_events": self.orphans,
             "sessionless_events": self.sessionless,
