@@ -49,6 +49,10 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("--project", default=None, help="default $HH_PROJECT")
     i.add_argument("--api", choices=("legacy", "v1"), default=None,
                    help="API generation to speak (default $HH_API_VERSION, else legacy)")
+    i.add_argument("--session-start", choices=("request", "batch"), default=None,
+                   help="how a line's session_properties create its session: a "
+                        "POST /session/start (request), or the session's first batch "
+                        "(batch); default $HH_SESSION_START, else request")
     i.add_argument("--rejects", metavar="PATH", default=None,
                    help="where bad lines go (default: ingest-rejects.jsonl)")
     i.add_argument("--dry-run", action="store_true", help="validate only, send nothing")
@@ -204,7 +208,7 @@ async def _ingest(args: argparse.Namespace) -> int:
         try:
             config = ExporterConfig.from_env(
                 api_key=args.api_key, api_url=args.api_url, project=args.project, api=args.api,
-                max_in_flight=args.max_in_flight, max_batch_events=args.batch_events,
+                session_start=args.session_start, max_in_flight=args.max_in_flight, max_batch_events=args.batch_events,
                 close_timeout=args.timeout, linger=0.2,
                 # A small buffer: backpressure reaches the reader at once, memory stays flat,
                 # and Ctrl-C leaves little to flush.

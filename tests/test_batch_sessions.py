@@ -11,7 +11,10 @@ and travel in mixed batches.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -300,3 +303,52 @@ def test_the_mode_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
         "request"
     with pytest.raises(ConfigError, match="session_start"):
         ExporterConfig(api_key="k", session_start="eventually")  # type: ignore[arg-type]
+
+
+async def test_ingest_with_session_start_batch_creates_each_session_by_its_first_batch(
+    tmp_path: Path,
+) -> None:
+    """``hh-exporter ingest --session-start batch`` of 300 sessions of 3 lines and 2 of
+    1,200, interleaved, whose first lines bring ``session_properties``, into the strict
+    collector, with two workers: every line stored once, 0 orphans, no
+    ``POST /session/start``, one envelope per session with its id and properties."""
+    from .test_cli import run_cli
+
+    sids = [str(uuid.uuid4()) for _ in range(302)]
+    lines: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def line(sid: str, i: int) -> None:
+        ev: dict[str, Any] = dict(model_fields(i), session_id=sid, event_id=str(uuid.uuid4()))
+        if sid not in seen:  # a session's first line brings its properties
+            seen.add(sid)
+            ev["session_properties"] = {"session_name": f"n-{sid[:8]}",
+                                        "user_properties": {"sid": sid}}
+        lines.append(ev)
+
+    for k in range(1200):
+        for sid in sids[300:]:
+            line(sid, k)
+        if k < 3:
+            for sid in sids[:300]:
+                line(sid, k)
+    src = tmp_path / "seeds.jsonl"
+    src.write_text("".join(json.dumps(ev) + "\n" for ev in lines))
+    async with Collector(token=TOKEN, strict=True) as c:
+        code, out, err = await run_cli(
+            "ingest", str(src), "--api-url", c.url, "--session-start", "batch",
+            "--workers", "2", "--no-progress", "--rejects", str(tmp_path / "r.jsonl"),
+            env={"HH_API_KEY": TOKEN, "HH_PROJECT": "seeds"}, cwd=tmp_path)
+        assert code == 0, out + err
+        assert f"delivered     {len(lines):,}" in out
+        _, stats = await http_json(c.url, "/stats")
+        assert stats["events_stored"] == len(lines) and stats["duplicate_event_ids"] == 0
+        assert stats["orphan_events"] == 0 and "/session/start" not in stats["requests"]
+        assert stats["sessions_created_by_envelope"] == 302
+        assert stats["envelopes_for_existing_sessions"] == 0
+        stored = await c.store.event_ids()  # type: ignore[union-attr]
+        assert sorted(stored) == sorted(ev["event_id"] for ev in lines)
+        for sid in (sids[0], sids[301]):
+            _, props = await http_json(c.url, f"/sessions/{sid}")
+            assert props["session_name"] == f"n-{sid[:8]}"
+            assert props["user_properties"] == {"sid": sid}
