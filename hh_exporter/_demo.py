@@ -91,6 +91,8 @@ class DemoResult:
     #: Sessions the collector saw started (``/session/start``), not auto-created.
     started_sessions: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: How sessions were created: ``request`` or ``batch`` (``session_start``).
+    session_start: str = "request"
 
     @property
     def ok(self) -> bool:
@@ -101,6 +103,7 @@ class DemoResult:
 async def run_demo(
     *, events: int = 5000, sessions: int = 300, faults: bool = False, db: str = ":memory:",
     seed: int = 7, progress: bool = True, latency: float = 0.0, api: str = "legacy",
+    session_start: str = "request",
 ) -> DemoResult:
     """Run the demo workload against an embedded collector and check its database."""
     from .collector import Collector, Faults
@@ -119,7 +122,7 @@ async def run_demo(
     try:
         exporter = Exporter(api_key=token, project="hh-exporter-demo", api_url=collector.url,
                             source="demo", linger=0.05, backoff_initial=0.05, backoff_max=1.0,
-                            api=api)
+                            api=api, session_start=session_start)
         costs: list[int] = []
         ids: list[str] = []
         t0 = time.perf_counter()
@@ -164,7 +167,7 @@ async def run_demo(
         log_p50_us=costs[len(costs) // 2] / 1000 if costs else 0.0,
         log_p99_us=costs[min(len(costs) - 1, int(len(costs) * 0.99))] / 1000 if costs else 0.0,
         logged_ids=ids, stored_ids=stored, collector_stats=app_stats,
-        session_ids=session_ids, started_sessions=started,
+        session_ids=session_ids, started_sessions=started, session_start=session_start,
     )
     result.problems = _check(result, db_kept=db != "none")
     return result
@@ -196,6 +199,19 @@ def _check(r: DemoResult, *, db_kept: bool) -> list[str]:
                         "started (the real API would auto-create a session for them)")
     if st.sessions_started != len(r.session_ids):
         problems.append(f"{st.sessions_started} of {len(r.session_ids)} sessions started")
+    if r.session_start == "batch":
+        # Each session created by its own first batch, once: no start request, no repeat.
+        requests = cs.get("requests", {})
+        starts = sum(sum(requests.get(p, {}).values()) for p in ("/session/start",
+                                                                 "/v1/sessions"))
+        if starts:
+            problems.append(f"{starts} session start requests in session_start=batch mode")
+        if cs.get("sessions_created_by_envelope") != len(r.session_ids):
+            problems.append(f"{cs.get('sessions_created_by_envelope')} of "
+                            f"{len(r.session_ids)} sessions created by their first batch")
+        if cs.get("envelopes_for_existing_sessions"):
+            problems.append(f"{cs['envelopes_for_existing_sessions']} envelopes repeated for "
+                            "sessions that existed")
     if not db_kept:
         return problems
     missing_sessions = r.session_ids - set(r.started_sessions)

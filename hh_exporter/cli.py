@@ -38,6 +38,9 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=7, help="workload seed (default 7)")
     d.add_argument("--api", choices=("legacy", "v1"), default="legacy",
                    help="API generation to speak (default legacy)")
+    d.add_argument("--session-start", choices=("request", "batch"), default="request",
+                   help="create each session with POST /session/start (request, default) "
+                        "or with its first batch (batch)")
     d.add_argument("--latency", type=float, default=0.0,
                    help="seconds the collector adds to each request (default 0)")
     d.add_argument("--no-progress", action="store_true", help="no progress display")
@@ -161,7 +164,7 @@ async def _demo(args: argparse.Namespace) -> int:
           f"embedded collector{' with faults' if args.faults else ''}", flush=True)
     r = await run_demo(events=args.events, sessions=args.sessions, faults=args.faults, db=db,
                        seed=args.seed, progress=not args.no_progress, latency=args.latency,
-                       api=args.api)
+                       api=args.api, session_start=args.session_start)
     st = r.stats
     print("\nsummary")
     print(f"  accepted      {st.accepted:,}")

@@ -352,3 +352,16 @@ async def test_ingest_with_session_start_batch_creates_each_session_by_its_first
             _, props = await http_json(c.url, f"/sessions/{sid}")
             assert props["session_name"] == f"n-{sid[:8]}"
             assert props["user_properties"] == {"sid": sid}
+
+
+async def test_the_demo_in_batch_mode_holds_its_check_through_faults() -> None:
+    """``hh-exporter demo --session-start batch --faults``: every event stored once, under
+    a session its first batch created before it, no start request, no repeated envelope."""
+    from hh_exporter._demo import run_demo
+
+    r = await run_demo(events=1500, sessions=120, faults=True, progress=False,
+                       session_start="batch")
+    assert r.ok, r.problems
+    assert r.stats.delivered == 1500 and r.stats.retries > 0
+    assert r.collector_stats["sessions_created_by_envelope"] == 120
+    assert "/session/start" not in r.collector_stats["requests"]
