@@ -370,7 +370,8 @@ class Buffer:
             if not first.events:
                 del self._first[sid]
                 self._first_full.pop(sid, None)
-                env.lane = env.route = None
+                # Its route stays: events of it held on other routes keep waiting there.
+                env.lane = None
         else:  # only held events are left: the oldest held session's first lane
             lanes = next(lane for lane in self._held.values() if lane)
             route = next(r for r, lane in lanes.items() if lane.events)
