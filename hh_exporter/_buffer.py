@@ -155,6 +155,9 @@ class Buffer:
         #: Set when a batch or a session start is ready (or the linger timer must be armed):
         #: the worker should call :meth:`take_ready`. The worker clears it.
         self.ready = False
+        #: The same for sessions' first batches (:meth:`take_first`), which use the
+        #: sender's start slots, not its batch slots.
+        self.first_ready = False
         #: Events evicted by ``drop_oldest`` since the owner last emptied this list.
         self.evicted: list[bytes] = []
         # Sessions created by their first batch, not cut yet; those with events also in
@@ -226,7 +229,7 @@ class Buffer:
                 env.route, env.lane = route, lane
                 self._first[sid] = env
                 self._mark_first(sid, env)
-                self.ready = True
+                self.first_ready = True
             else:
                 self._held.setdefault(sid, {})[route] = lane
                 self._start_bodies[sid] = start.body
@@ -237,7 +240,7 @@ class Buffer:
         n = len(lane.events)
         if n >= self.max_batch_events or lane.nbytes + n - 1 >= env.budget:
             self._first_full[sid] = None
-            self.ready = True
+            self.first_ready = True
 
     def release(self, session_id: Sid, now: float) -> None:
         """The session started: its held events join the open lanes (linger counts anew)."""
@@ -307,7 +310,7 @@ class Buffer:
                     lane = env.lane = _Lane(now)
                     env.route = route
                     self._first[session_id] = env
-                    self.ready = True  # a new linger deadline: the worker must arm its timer
+                    self.first_ready = True  # a new linger deadline: the worker must arm its timer
                 lane.events.append(data)
                 lane.nbytes += size
                 self._mark_first(session_id, env)
@@ -427,7 +430,7 @@ class Buffer:
             if env2 is not None:
                 out.append(self._cut_first(sid, env2))
         if first and len(out) >= limit:
-            self.ready = True  # more may be ready than the limit let out: come back
+            self.first_ready = True  # more may be ready than the limit let out: come back
         return out
 
     def _cut_first(self, sid: Sid, env: _Envelope) -> Batch:
@@ -524,5 +527,5 @@ class Buffer:
         self._start_bodies.clear()
         self.events = 0
         self.nbytes = 0
-        self.ready = False
+        self.ready = self.first_ready = False
         return list(out.items())

@@ -242,6 +242,7 @@ class Exporter:
             drop=self._drop,
             session_failed=self._session_failed,
             on_progress=self._progress.set,
+            first_batches=self._batch_sessions,
             on_settled=self._settled if (
                 self._on_settled is not None or self._spool_writer is not None) else None,
         )
@@ -784,9 +785,10 @@ class Exporter:
         if buf.evicted:
             gone, buf.evicted = buf.evicted, []
             self._drop("queue_full", len(gone), "oldest events evicted", None, gone)
-        if buf.ready:
+        if buf.ready or buf.first_ready:
             sender = self._sender
-            if sender is not None and sender.hungry:
+            if sender is not None and ((buf.ready and sender.hungry) or (
+                    buf.first_ready and sender.first_hungry)):
                 sender.wake()
 
     def _session_failed(self, start: SessionStart, reason: DropReason, detail: str,

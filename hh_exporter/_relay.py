@@ -14,7 +14,11 @@ partial failures). The exporter's ``on_settled`` tells when each event is answer
 Sessions: a relay starts each session before its events, from the start entry if it read
 it, else from the start body the producer kept under ``{stream}:session:{id}``
 (:mod:`._stream`): starting a session twice is harmless, as the API merges it. A start
-entry is acknowledged once the start is queued: its body stays in that key.
+entry is acknowledged once the start is queued: its body stays in that key. A producer's
+single-session first batch starts its session the same way. The relay's own
+``session_start`` decides how the API sees it: a ``POST /session/start``, or (``batch``)
+the session's first batch from this relay (two relays that meet one session then each
+send it an envelope).
 
 Delivery is at least once: a relay that dies leaves its unacknowledged entries pending,
 and the relay that reclaims them sends again the events of them that were already
@@ -39,7 +43,7 @@ from ._errors import ConfigError
 from ._events import start_session_id
 from ._exporter import Exporter
 from ._stats import DropReason
-from ._stream import BATCH_ROUTES, START_ROUTES, session_key, split_batch
+from ._stream import BATCH_ROUTES, START_ROUTES, envelope_start, session_key, split_batch
 
 __all__ = ["Relay", "RelayStats", "default_consumer"]
 
@@ -227,6 +231,9 @@ class Relay:
         except msgspec.DecodeError as exc:
             await self._dead(eid, fields, f"undecodable batch: {exc}")
             return
+        first = envelope_start(route, body)  # a session's first batch: it starts it
+        if first is not None:
+            self._start(*first)
         await self._start_unknown(events)
         entry = _Entry(eid, len(events))
         if not events:

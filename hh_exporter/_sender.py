@@ -153,6 +153,7 @@ class Sender:
         on_progress: Callable[[], None],
         on_settled: SettledFn | None = None,
         clock: Callable[[], float] = time.monotonic,
+        first_batches: bool = False,
     ) -> None:
         self.buffer = buffer
         self.transport = transport
@@ -161,6 +162,8 @@ class Sender:
         self.breaker = breaker
         self.max_in_flight = max_in_flight
         self.max_starts_in_flight = max_starts_in_flight
+        # session_start="batch": sessions' first batches run in the start slots.
+        self._first_batches = first_batches
         self.session_route = session_route
         self._drop = drop
         self._session_failed = session_failed
@@ -179,6 +182,8 @@ class Sender:
         self.forcing = 0
         #: Whether the worker waits with a request slot free (see :meth:`run`).
         self.hungry = False
+        #: The same for a start slot, which sessions' first batches use.
+        self.first_hungry = False
         self._logged: dict[str, float] = {}
 
     def wake(self) -> None:
@@ -196,7 +201,8 @@ class Sender:
         """The worker: runs until cancelled. An exception here is a bug, and fails loudly."""
         buf = self.buffer
         while True:
-            buf.ready = False  # everything is looked at now; take_ready re-sets it if needed
+            # Everything is looked at now; take_ready and take_first re-set them if needed.
+            buf.ready = buf.first_ready = False
             timeout: float | None = None
             launched = False
             blocking = self.breaker.blocking
@@ -208,7 +214,8 @@ class Sender:
                     self._launch_start(buf.starts.popleft())
                     launched = True
             free = self.max_in_flight - (len(self._flights) - self._first_flights)
-            free_first = self.max_starts_in_flight - len(self._starts) - self._first_flights
+            free_first = (self.max_starts_in_flight - len(self._starts) - self._first_flights
+                          if self._first_batches else 0)
             if (free > 0 or free_first > 0) and buf.events and not blocking:
                 now = self._clock()
                 batches = []
@@ -231,19 +238,19 @@ class Sender:
                 self._on_progress()
                 continue
             self._wake.clear()
-            free = max(free, free_first)
-            if buf.ready and free > 0 and not blocking:
+            if not blocking and ((buf.ready and free > 0) or (buf.first_ready and free_first > 0)):
                 continue
             # Only a worker with a free request slot wants to hear that a batch is ready;
             # with every slot busy, a finishing request wakes it. Without this, a full
             # buffer woke the worker on every log call for nothing.
             self.hungry = free > 0
+            self.first_hungry = free_first > 0
             try:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
             except TimeoutError:
                 pass
-            self.hungry = False
+            self.hungry = self.first_hungry = False
 
     def _launch(self, batch: Batch) -> None:
         flight = _Flight(batch)

@@ -17,7 +17,10 @@ Adding is one Lua script, atomic in Redis:
   took it, or died with it) can start the session itself. Starting a session twice with the
   same ``session_id`` is harmless: the API merges it and answers the existing session
   (``reference/honeyhive-api-behaviour.md``, "POST /session/start answers the full session
-  event"; SPEC-DP ``/v1/sessions``).
+  event"; SPEC-DP ``/v1/sessions``);
+- a session's first batch from a producer with ``session_start="batch"`` (a single-session
+  body) stores the start body its ``session_properties`` make, the same way: a relay
+  creates the session from it, by its own ``session_start`` mode.
 
 The session key carries the stream's name as a hash tag, so in Redis Cluster both keys of a
 script live in one slot.
@@ -36,20 +39,21 @@ from ._errors import ConfigError, ConnectError, RequestTimeoutError, TransportEr
 from ._events import start_session_id
 from ._transport import Response
 
-__all__ = ["BATCH_ROUTES", "START_ROUTES", "RedisTransport", "session_key", "split_batch"]
+__all__ = ["BATCH_ROUTES", "START_ROUTES", "RedisTransport", "envelope_start", "session_key",
+           "split_batch"]
 
 START_ROUTES = frozenset((SESSION_ROUTE, V1_SESSION_ROUTE))
 BATCH_ROUTES = frozenset((MODEL_ROUTE, GENERIC_ROUTE, V1_ROUTE))
 
-# KEYS[1]: the stream; KEYS[2]: the session key (starts only).
-# ARGV: maxlen (0: none), route, body, session TTL in seconds.
+# KEYS[1]: the stream; KEYS[2]: the session key (starts and first batches only).
+# ARGV: maxlen (0: none), route, body, session TTL in seconds, the session's start body.
 _ADD = """
 local maxlen = tonumber(ARGV[1])
 if maxlen > 0 and redis.call('XLEN', KEYS[1]) >= maxlen then
   return false
 end
 if KEYS[2] then
-  redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+  redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[4])
 end
 if maxlen > 0 then
   return redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'r', ARGV[2], 'b', ARGV[3])
@@ -78,6 +82,35 @@ class _EventSession(msgspec.Struct):
 _decode_model = msgspec.json.Decoder(_ModelBatch).decode
 _decode_events = msgspec.json.Decoder(_EventBatch).decode
 _decode_sid = msgspec.json.Decoder(_EventSession).decode
+
+
+# How a single-session body the exporter builds ends (``_encoding.batch_body``): the marker,
+# then the ``session_properties`` object, then the body's closing brace. The marker cannot
+# occur inside an event: there, its quotes would be escaped.
+_ENVELOPE_MARKS = {
+    MODEL_ROUTE: b'],"is_single_session":true,"session_properties":',
+    GENERIC_ROUTE: b'],"is_single_session":true,"session_properties":',
+    V1_ROUTE: b'],"single_session":true,"session_properties":',
+}
+
+
+def envelope_start(route: str, body: bytes) -> tuple[str, bytes] | None:
+    """``(session_id, start body)`` of a session's first batch (a single-session body
+    whose ``session_properties`` carry the id), or None for a mixed batch."""
+    mark = _ENVELOPE_MARKS.get(route)
+    if mark is None or not body.endswith(b"}"):
+        return None
+    at = body.rfind(mark)
+    if at < 0:
+        return None
+    props = body[at + len(mark):-1]
+    try:
+        sid = _decode_sid(props).session_id
+    except msgspec.DecodeError:
+        return None
+    if sid is None:
+        return None
+    return sid, props if route == V1_ROUTE else b'{"session":' + props + b"}"
 
 
 def split_batch(route: str, body: bytes) -> list[tuple[str | None, bytes]]:
@@ -136,15 +169,20 @@ class RedisTransport:
             raise TransportError("the transport is closed")
         keys = [self.stream]
         sid = None
+        start = body
         if path in START_ROUTES:
             try:
                 sid = start_session_id(body)
             except msgspec.DecodeError:
                 return Response(400, b'{"error": "not a session start body"}')
-            if sid is not None:
-                keys.append(session_key(self.stream, sid))
+        else:
+            first = envelope_start(path, body)
+            if first is not None:
+                sid, start = first
+        if sid is not None:
+            keys.append(session_key(self.stream, sid))
         try:
-            added = await self._add_waiting(keys, path, body)
+            added = await self._add_waiting(keys, path, body, start)
         except rx.TimeoutError as exc:
             raise RequestTimeoutError(f"Redis did not answer: {type(exc).__name__}") from None
         except rx.ConnectionError as exc:
@@ -159,10 +197,11 @@ class RedisTransport:
             return Response(503, msgspec.json.encode(
                 {"error": f"the stream {self.stream} is full ({self.maxlen} entries)"}))
         if sid is not None:
-            return Response(200, msgspec.json.encode({"session_id": sid}))
+            return Response(200, msgspec.json.encode({"session_id": sid, "success": True}))
         return Response(200, b'{"success":true}')
 
-    async def _add_waiting(self, keys: list[str], path: str, body: bytes) -> Any:
+    async def _add_waiting(self, keys: list[str], path: str, body: bytes,
+                           start: bytes) -> Any:
         """Add, waiting while the stream is full: up to the request timeout, polling from
         10 ms to 250 ms. The sender's request slot is held meanwhile, so the exporter's
         buffer fills and ``send_*`` calls wait: backpressure reaches the producer's code
@@ -170,7 +209,8 @@ class RedisTransport:
         deadline = time.monotonic() + self._timeout
         delay = 0.01
         while True:
-            added = await self._add(keys=keys, args=[self.maxlen or 0, path, body, self._ttl])
+            added = await self._add(keys=keys,
+                                    args=[self.maxlen or 0, path, body, self._ttl, start])
             if added is not None or time.monotonic() + delay > deadline or self._closed:
                 return added
             await asyncio.sleep(delay)

@@ -211,7 +211,8 @@ async def _ingest(args: argparse.Namespace) -> int:
         try:
             config = ExporterConfig.from_env(
                 api_key=args.api_key, api_url=args.api_url, project=args.project, api=args.api,
-                session_start=args.session_start, max_in_flight=args.max_in_flight, max_batch_events=args.batch_events,
+                session_start=args.session_start, max_in_flight=args.max_in_flight,
+                max_batch_events=args.batch_events,
                 close_timeout=args.timeout, linger=0.2,
                 # A small buffer: backpressure reaches the reader at once, memory stays flat,
                 # and Ctrl-C leaves little to flush.

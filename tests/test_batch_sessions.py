@@ -365,3 +365,42 @@ async def test_the_demo_in_batch_mode_holds_its_check_through_faults() -> None:
     assert r.stats.delivered == 1500 and r.stats.retries > 0
     assert r.collector_stats["sessions_created_by_envelope"] == 120
     assert "/session/start" not in r.collector_stats["requests"]
+
+
+@pytest.mark.parametrize("relay_mode", ["batch", "request"])
+async def test_stream_producers_in_batch_mode_and_relays_in_either(
+    redis_server: Any, relay_mode: str,
+) -> None:
+    """A ``StreamExporter(session_start="batch")`` puts each session's first batch in the
+    stream with its properties (kept under the session key, as a start's are); a relay
+    creates the session from them by its own mode: its first batch, or a start request."""
+    from hh_exporter import StreamExporter
+
+    from .test_streams import collector_stats, relay, run_until
+
+    async with Collector(token=TOKEN) as c:
+        async with StreamExporter(redis_url=redis_server.url, stream="b", linger=0.02,
+                                  session_start="batch", project="p") as hh:
+            sessions = [hh.session(session_name=f"n{i}", metadata={"i": i})
+                        for i in range(20)]
+            for i in range(200):
+                sessions[i % 20].log_model_event(**model_fields(i))
+            assert await hh.flush(10)
+            assert hh.stats().sessions_started == 20
+        r = relay(redis_server, c, "b", "one", session_start=relay_mode)
+
+        async def done() -> bool:
+            return bool((await collector_stats(c))["events_stored"] >= 200)
+
+        await run_until(r, done)
+        stats = await collector_stats(c)
+        assert stats["events_stored"] == 200 and stats["orphan_events"] == 0
+        assert stats["duplicate_event_ids"] == 0
+        if relay_mode == "batch":
+            assert "/session/start" not in stats["requests"]
+            assert stats["sessions_created_by_envelope"] == 20
+            assert stats["envelopes_for_existing_sessions"] == 0
+        else:
+            assert stats["sessions_started"] == 20
+        _, props = await http_json(c.url, f"/sessions/{sessions[3].session_id}")
+        assert props["session_name"] == "n3" and props["metadata"] == {"i": 3}

@@ -7,7 +7,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hh_exporter._buffer import Batch, Buffer, SessionStart
+from hh_exporter._buffer import Batch, SessionStart
 from hh_exporter._encoding import (
     GENERIC_ROUTE,
     MODEL_ROUTE,
@@ -172,9 +172,8 @@ def test_invariants(steps: list[tuple[str, str | None, int, str, float]], max_ba
     for i, (route, sid, size, action, dt) in enumerate(steps):
         now += dt
         data = ev(i, size)
-        if sid is None or sid not in failed:
-            if b.append(route, sid, data, now):
-                accepted[data] = (route, sid)
+        if (sid is None or sid not in failed) and b.append(route, sid, data, now):
+            accepted[data] = (route, sid)
         gone += len(b.evicted)
         b.evicted = []
         assert b.events <= max_events and b.nbytes <= 20_000
