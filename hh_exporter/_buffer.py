@@ -37,6 +37,11 @@ __all__ = ["Batch", "Buffer", "SessionStart"]
 
 Sid = Hashable | None
 
+#: Sessions created by their first batch that the buffer remembers, most recent last: a
+#: start body brought again (a spool segment, a relay's entry) must not make a second
+#: envelope for a session that exists.
+MAX_CREATED = 65_536
+
 
 class Batch:
     """Events cut from the buffer to be sent together in one request.
@@ -165,6 +170,7 @@ class Buffer:
         self._envelopes: dict[Sid, _Envelope] = {}
         self._first: OrderedDict[Sid, _Envelope] = OrderedDict()
         self._first_full: dict[Sid, None] = {}  # first lanes that hold a full batch
+        self._created: OrderedDict[Sid, None] = OrderedDict()
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -201,6 +207,9 @@ class Buffer:
 
     def start_body(self, session_id: Sid) -> bytes | None:
         """The start body of a session whose start has not answered yet, else None."""
+        env = self._envelopes.get(session_id) if self._envelopes else None
+        if env is not None:
+            return env.start.body
         return self._start_bodies.get(session_id)
 
     def add_envelope(self, start: SessionStart) -> None:
@@ -213,7 +222,8 @@ class Buffer:
         it never gets a second envelope.
         """
         sid = start.session_id
-        if sid in self._envelopes or sid in self._held or start.properties is None:
+        if sid in self._envelopes or sid in self._held or sid in self._created or (
+                start.properties is None):
             return
         env = self._envelopes[sid] = _Envelope(
             start, self.max_batch_bytes - body_overhead(start.properties))
@@ -241,6 +251,12 @@ class Buffer:
         if n >= self.max_batch_events or lane.nbytes + n - 1 >= env.budget:
             self._first_full[sid] = None
             self.first_ready = True
+
+    def created(self, session_id: Sid) -> None:
+        """A session's first batch created it: it never gets another envelope here."""
+        self._created[session_id] = None
+        if len(self._created) > MAX_CREATED:
+            self._created.popitem(last=False)
 
     def release(self, session_id: Sid, now: float) -> None:
         """The session started: its held events join the open lanes (linger counts anew)."""

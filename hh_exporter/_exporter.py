@@ -419,14 +419,14 @@ class Exporter:
             self._session_failed(start, "shutdown", "first batch still buffered at close",
                                  None)
         for route, left in self._buffer.drain_all():
-            if spool is not None and spool(route, left):
+            if spool is not None and spool(route, left, None):
                 self._drop("spooled", len(left), self.config.spool_dir, None, left)
             else:
                 self._drop("shutdown", len(left), "still buffered at close", None, left)
         if self._worker is not None:
             self._worker.cancel()
 
-    def _spool_fn(self) -> Callable[[str, list[bytes]], bool] | None:
+    def _spool_fn(self) -> Callable[[str, list[bytes], bytes | None], bool] | None:
         return self._spool if self._spool_writer is not None else None
 
     def _spool(self, route: str, events: list[bytes], session: bytes | None = None) -> bool:

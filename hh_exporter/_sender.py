@@ -328,6 +328,7 @@ class Sender:
             self._warn("mismatch", "hh_exporter: the first batch of session %s answered "
                        "session_id %r: the session's events may be stored apart", sid,
                        answered)
+        self.buffer.created(sid)
         self.buffer.release(sid, self._clock())
         self.wake()
 
@@ -340,7 +341,8 @@ class Sender:
         self._session_failed(flight.start, reason, detail, status)
 
     def cancel_all(self, reason: DropReason = "shutdown", detail: str = "cut at a deadline",
-                   spool: Callable[[str, list[bytes]], bool] | None = None) -> None:
+                   spool: Callable[[str, list[bytes], bytes | None], bool] | None = None,
+                   ) -> None:
         """Cancel every request under way and drop its events now, with ``reason``.
 
         With ``spool``, a batch none of whose events was resolved yet is handed to it and
@@ -351,8 +353,11 @@ class Sender:
         """
         for flight in list(self._flights):
             untouched = flight.remaining == len(flight.batch)
+            # A first batch's segment carries its session's start body: a replay creates
+            # the session before its events.
+            body = flight.session.body if flight.session is not None else None
             if spool is not None and untouched and spool(flight.batch.route,
-                                                         flight.batch.events):
+                                                         flight.batch.events, body):
                 self._resolve(flight, flight.batch.events, "spooled", detail, None)
             else:
                 self._resolve(flight, flight.unsettled(), reason, detail, None)

@@ -404,3 +404,56 @@ async def test_stream_producers_in_batch_mode_and_relays_in_either(
             assert stats["sessions_started"] == 20
         _, props = await http_json(c.url, f"/sessions/{sessions[3].session_id}")
         assert props["session_name"] == "n3" and props["metadata"] == {"i": 3}
+
+
+def test_sessions_benchmark_smoke() -> None:
+    """A tiny run of ``benchmarks/sessions.py`` completes in both modes; its own checks
+    (0 orphans, no start request and no repeated envelope in batch mode) hold."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent.parent
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "sessions.py"), "--n",
+                           "400"], capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "session_start=batch" in proc.stdout and "first event stored" in proc.stdout
+
+
+async def test_first_batches_cut_at_close_are_spooled_with_their_session(
+    collector: Collector, tmp_path: Path,
+) -> None:
+    """The API answers 503 to everything: the close cuts each session's first batch under
+    way and its held events, and spools them with the session's start body. A second
+    exporter in batch mode replays them: each session created by its first batch, every
+    event stored once, 0 orphans."""
+    spool = tmp_path / "spool"
+    collector.faults.set(Faults(error_rate=1.0, error_statuses=[503]))
+    first = fast_exporter(collector.url, session_start="batch", spool_dir=str(spool),
+                          max_batch_events=5, linger=0.0, max_attempts=10_000,
+                          retry_deadline=600.0, close_timeout=0.3)
+    async with first:
+        sessions = [first.session(session_name=f"out-{i}") for i in range(3)]
+        ids = [s.log_model_event(**model_fields(i)) for s in sessions for i in range(5)]
+        await asyncio.sleep(0.1)  # the first batches are under way, retrying
+        ids += [s.log_model_event(**model_fields(i)) for s in sessions for i in range(4)]
+    st1 = first.stats()
+    assert_balanced(st1)
+    assert st1.dropped["spooled"] == 27 and st1.delivered == 0
+
+    collector.faults.set(Faults())
+    second = fast_exporter(collector.url, session_start="batch", spool_dir=str(spool))
+    async with second:
+        for _ in range(200):  # bounded: 10 s at most
+            if second.stats().replayed == 27:
+                break
+            await asyncio.sleep(0.05)
+        assert await second.flush(10)
+    assert second.stats().delivered == 27
+    assert collector.store is not None
+    assert sorted(await collector.store.event_ids()) == sorted(ids)
+    _, stats = await http_json(collector.url, "/stats")
+    assert stats["orphan_events"] == 0 and stats["duplicate_event_ids"] == 0
+    assert "/session/start" not in stats["requests"]
+    assert stats["envelopes_for_existing_sessions"] == 0
+    _, props = await http_json(collector.url, f"/sessions/{sessions[2].session_id}")
+    assert props["session_name"] == "out-2"

@@ -52,7 +52,7 @@ def test_a_full_first_lane_is_cut_before_linger_and_the_rest_waits() -> None:
     b.add_envelope(env("s1"))
     for i in range(25):
         b.append(MODEL_ROUTE, "s1", ev(i), now=0.0)
-    assert b.ready
+    assert b.first_ready
     (first,) = b.take_first(0.0)
     assert len(first) == 10 and b.take_first(100.0) == []  # never a second envelope
     assert b.take_ready(100.0, force=True) == []
@@ -206,3 +206,19 @@ def test_invariants(steps: list[tuple[str, str | None, int, str, float]], max_ba
     for key in set(accepted.values()):
         seq = [order[e] for _, e in out if accepted[e] == key]
         assert seq == sorted(seq)
+
+
+def test_a_created_session_never_gets_a_second_envelope() -> None:
+    """Once its first batch created it, the session's start body brought again (a spool
+    segment, a relay's entry) registers nothing: its events go mixed."""
+    b = make()
+    b.add_envelope(env("s1"))
+    b.append(MODEL_ROUTE, "s1", ev(0), now=0.0)
+    (first,) = b.take_first(0.0, force=True)
+    b.created("s1")
+    b.release("s1", 0.0)
+    b.add_envelope(env("s1"))
+    b.append(MODEL_ROUTE, "s1", ev(1), now=0.0)
+    assert b.take_first(9.0, force=True) == []
+    (mixed,) = b.take_ready(9.0, force=True)
+    assert mixed.events == [ev(1)] and mixed.session is None
