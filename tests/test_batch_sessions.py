@@ -457,3 +457,40 @@ async def test_first_batches_cut_at_close_are_spooled_with_their_session(
     assert stats["envelopes_for_existing_sessions"] == 0
     _, props = await http_json(collector.url, f"/sessions/{sessions[2].session_id}")
     assert props["session_name"] == "out-2"
+
+
+def test_sync_exporter_in_batch_mode_from_eight_threads(threaded_collector: Any) -> None:
+    """``SyncExporter(session_start="batch")``: 8 plain threads log into 40 sessions at
+    once (each session's first event may come from any thread): every event stored once,
+    0 orphans, each session created by one envelope, none repeated."""
+    import threading
+
+    from hh_exporter import SyncExporter
+
+    url = threaded_collector.collector.url
+    with SyncExporter(api_key=TOKEN, project="sync", api_url=url, linger=0.02,
+                      session_start="batch") as hh:
+        sessions = [hh.session(session_name=f"t{i}") for i in range(40)]
+        ids: list[str] = []
+        lock = threading.Lock()
+
+        def work(k: int) -> None:
+            mine = [sessions[(k + j) % 40].log_model_event(**model_fields(j))
+                    for j in range(50)]
+            with lock:
+                ids.extend(mine)
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert hh.flush(10)
+        st = hh.stats()
+        assert st.delivered == 400 and st.sessions_started == 40
+    stats = threaded_collector.run(http_json(url, "/stats"))[1]
+    assert stats["orphan_events"] == 0 and stats["events_stored"] == 400
+    assert stats["sessions_created_by_envelope"] == 40
+    assert stats["envelopes_for_existing_sessions"] == 0
+    stored = threaded_collector.run(threaded_collector.collector.store.event_ids())
+    assert sorted(stored) == sorted(ids)

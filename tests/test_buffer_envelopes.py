@@ -215,6 +215,7 @@ def test_a_created_session_never_gets_a_second_envelope() -> None:
     b.add_envelope(env("s1"))
     b.append(MODEL_ROUTE, "s1", ev(0), now=0.0)
     (first,) = b.take_first(0.0, force=True)
+    assert first.session is not None
     b.created("s1")
     b.release("s1", 0.0)
     b.add_envelope(env("s1"))
