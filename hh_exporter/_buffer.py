@@ -405,10 +405,13 @@ class Buffer:
 
     # -- taking batches out ------------------------------------------------------------
 
-    def next_deadline(self) -> float | None:
-        """When the oldest open lane's linger runs out (in the caller's clock), or None."""
-        times = [next(iter(r.lanes.values())).first_time for r in self._routes.values()]
-        if self._first:
+    def next_deadline(self, *, mixed: bool = True, first: bool = True) -> float | None:
+        """When the oldest open lane's linger runs out (in the caller's clock), or None;
+        only mixed lanes, or only sessions' first lanes, when the caller says so (a worker
+        with no slot for one kind must not wake for its deadline)."""
+        times = [next(iter(r.lanes.values())).first_time
+                 for r in self._routes.values()] if mixed else []
+        if first and self._first:
             lane = next(iter(self._first.values())).lane
             assert lane is not None
             times.append(lane.first_time)

@@ -231,7 +231,7 @@ class Sender:
                 for batch in batches:
                     self._launch(batch)
                 launched = launched or bool(batches)
-                deadline = buf.next_deadline()
+                deadline = buf.next_deadline(mixed=free > 0, first=free_first > 0)
                 if deadline is not None:
                     timeout = max(0.0, deadline - now)
             if launched:
