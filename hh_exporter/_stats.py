@@ -73,11 +73,13 @@ class ExporterStats:
         requests: Requests made, answered or not.
         retries: Retry attempts made.
         refused: Log calls refused outright (invalid event, or exporter closed); not accepted.
-        sessions_started: Sessions the API confirmed with a 2xx to ``POST /session/start``.
+        sessions_started: Sessions the API confirmed with a 2xx to ``POST /session/start``
+            (with ``session_start="batch"``: to their first batch, or a partial success).
         sessions_failed: Sessions that could not be started (their events are dropped as
             ``session_failed``, ``unauthorized`` or ``shutdown``).
         sessions_pending: Session starts queued or under way.
-        session_mismatches: Session starts whose answer named another ``session_id``.
+        session_mismatches: Session starts (or first batches) whose answer named another
+            ``session_id``.
         replayed: Of ``accepted``, events replayed from ``spool_dir`` (left by an earlier
             exporter).
         spool_torn: Lines of spool segments that could not be read (a torn last line after a
