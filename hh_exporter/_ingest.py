@@ -17,7 +17,7 @@ import gzip
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
@@ -34,7 +34,8 @@ from ._progress import Progress
 from ._spool import is_header, parse_header
 from ._v1 import EVENT_KEYS, event_to_v1, model_to_v1
 
-__all__ = ["IngestResult", "first_start", "iter_lines", "reject_record", "run_ingest"]
+__all__ = ["IngestResult", "close_within", "first_start", "iter_lines", "reject_record",
+           "run_ingest"]
 
 Obj = dict[str, Any]
 
@@ -238,6 +239,28 @@ def _prepare(
     return data, generic, sid, start
 
 
+async def close_within(exporter: Exporter, timeout: float, stop: asyncio.Event,
+                       now: asyncio.Event, left: Callable[[float], float]) -> None:
+    """Flush and close ``exporter`` within ``timeout``, or by ``left(timeout)`` seconds
+    once ``stop`` is set (a signal: its deadline counts from the signal, not from here);
+    ``now`` closes at once. What is cut is counted by the exporter (``shutdown``)."""
+    if not stop.is_set():
+        flush = asyncio.ensure_future(exporter.flush(timeout))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((flush, stopped), return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not flush.done():  # a stop during the final flush: its deadline applies
+            flush.cancel()
+            await asyncio.gather(flush, return_exceptions=True)
+    close = asyncio.ensure_future(exporter.aclose(left(timeout) if stop.is_set() else 0.0))
+    at_once = asyncio.ensure_future(now.wait())
+    await asyncio.wait((close, at_once), return_when=asyncio.FIRST_COMPLETED)
+    at_once.cancel()
+    if not close.done():
+        close.cancel()  # its cleanup counts what is left as shutdown, without waiting
+        await asyncio.gather(close, return_exceptions=True)
+
+
 def reject_record(where: str, n: int, reason: str, line: bytes | str) -> str:
     """One line of the rejects file: where, which line, why, and the line itself."""
     text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
@@ -340,34 +363,37 @@ async def run_ingest(
 
     with Progress("ingest", None, enabled=progress) as bar:
         for path in files:
-            if path == "-":
-                if tracker is not None and tracker.checkpoint is not None:
-                    print("<stdin> cannot resume: it is read from the start and not "
-                          "checkpointed", file=sys.stderr)
-                offset, first, note, skip = 0, 0, None, False
-            else:
-                offset, first, note, skip = track.begin(path)
+            if path == "-" and tracker is not None and tracker.checkpoint is not None:
+                print("<stdin> cannot resume: it is read from the start and not "
+                      "checkpointed", file=sys.stderr)
+            # stdin is read from the start every time: it is not checkpointed.
+            ft, offset, first, note, skip = track.begin(path)
             if note:
                 print(note, file=sys.stderr)
-            # stdin is read from the start every time: it is not checkpointed.
-            ftrack = track if path != "-" else Tracker(None)
-            key = ftrack.key(path)
             res.skipped += first
             if skip:
                 continue
+            settled_before = ft.settled_before if ft.ahead else None
             for n, line in iter_lines(path, offset, first + 1):
+                start = offset
                 offset += len(line)
+                if settled_before is not None and settled_before(n):
+                    # Settled by an earlier run beyond its prefix: not sent again.
+                    res.skipped += 1
+                    ft.settled_line(offset, n)
+                    continue
                 if line.isspace():  # a blank line (a file's lines are never empty)
-                    ftrack.settled_line(key, offset, n)
+                    ft.settled_line(offset, n)
                     continue
                 if is_header(line):  # a spool segment's header: start its session, if any
                     _start_spooled_session(line, exporter if send is not None else None,
                                            project, v1)
-                    ftrack.settled_line(key, offset, n)
+                    ft.settled_line(offset, n)
                     continue
                 res.lines += 1
                 try:
-                    data, generic, sid, start = _prepare(line, project, max_event_bytes, v1)
+                    data, generic, sid, start_body = _prepare(line, project, max_event_bytes,
+                                                              v1)
                 except (msgspec.DecodeError, ValueError, TypeError) as exc:
                     reason = _reason(exc)
                     res.rejected += 1
@@ -375,17 +401,17 @@ async def run_ingest(
                     print(f"{where}:{n}: rejected: {reason}", file=sys.stderr)
                     rejects.write(reject_record(where, n, reason, line))
                     rejects.flush()  # a killed run must not lose the reasons it reported
-                    ftrack.settled_line(key, offset, n)
+                    ft.settled_line(offset, n)
                     continue
-                if start is not None and sid is not None and first_start(started, sid):
+                if start_body is not None and sid is not None and first_start(started, sid):
                     res.sessions += 1
                     if exporter is not None and not dry_run:
-                        exporter.start_session_encoded(sid, start)
+                        exporter.start_session_encoded(sid, start_body)
                 if offer is not None:
-                    ftrack.sending(key, offset, n, data)
+                    track.sending(ft, start, offset, n, data)
                     # The common case, when the buffer has room, makes no coroutine at all.
                     if not offer(data, generic, sid) and not await put(data, generic, sid):
-                        ftrack.not_sent(data)
+                        track.not_sent(data)
                         res.lines -= 1  # not sent: counted as never read
                         break
                 res.sent += 1
@@ -397,7 +423,7 @@ async def run_ingest(
                     bar.update(res.sent)
                     await asyncio.sleep(0)
             else:
-                ftrack.end_file(key)
+                track.end_file(ft)
             if res.interrupted:
                 break
         bar.update(res.sent, "flushing")

@@ -9,10 +9,12 @@ start in one process and its events in another, with nothing to order them.)
 
 Each worker validates, encodes and sends its lines with its own exporter, and reports back
 what settled, which lines it rejected and why, and its final counts. The parent keeps the
-one rejects file, the one progress bar, the one summary and the one checkpoint, which moves
-over the contiguous prefix of lines settled by any worker (a line cut at a deadline holds
-it, as in one process). The parent holds at most ``window`` unsettled lines per worker:
-backpressure reaches the reader, and memory stays flat.
+one rejects file, the one progress bar, the one summary and the one checkpoint, which
+keeps what any worker settled, in any order (a line cut at a deadline stays unsettled, as
+in one process). The parent holds at most ``window`` unsettled lines per worker:
+backpressure reaches the reader, and memory stays flat. Every stop is the parent's: a
+worker late at the deadline is killed, and what it had not reported settled is counted
+as cut (``shutdown``), never waited for.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import IO, Any
 
@@ -37,6 +40,7 @@ from ._ingest import (
     _prepare,
     _reason,
     _start_spooled_session,
+    close_within,
     first_start,
     iter_lines,
     reject_record,
@@ -114,7 +118,10 @@ def _worker(lines: Connection, results: Connection, config: dict[str, Any],
     """A worker's main: lines in, results out, until the parent says "end"."""
     import asyncio
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    # The parent decides when to stop (a Ctrl-C reaches the whole process group), and
+    # kills a worker that is late.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
     asyncio.run(_work(lines, results, config, max_event_bytes))
 
@@ -132,8 +139,22 @@ def _die_with_parent() -> None:
         pass
 
 
+def _stats_dict(stats: ExporterStats) -> dict[str, Any]:
+    return {f.name: (dict(v) if f.name == "dropped" else v)
+            for f in dataclasses.fields(stats) for v in (getattr(stats, f.name),)}
+
+
 async def _work(lines: Connection, results: Connection, config: dict[str, Any],
                 max_event_bytes: int) -> None:
+    """Messages in: ``("lines", [...])``, ``("end", None)`` (read to the end: deliver
+    within ``close_timeout``), ``("stop", deadline)`` (a signal: send nothing more, close
+    by ``deadline``, a ``time.monotonic()`` value, shared by the processes of a host).
+
+    Messages out: ``("settled", reason, seqs)`` as soon as lines settle (reason None:
+    delivered), ``("reject", ...)``, ``("unsent", seqs)`` for lines never handed to the
+    exporter because of a stop, ``("stats", {...})`` now and then (the parent's account of
+    a worker it must kill), ``("refused",)``, and ``("done", counts, stats)``.
+    """
     import asyncio
 
     from ._config import ExporterConfig
@@ -142,28 +163,54 @@ async def _work(lines: Connection, results: Connection, config: dict[str, Any],
 
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
+    stop = asyncio.Event()
+    deadline = [float("inf")]
+
+    def stop_by(at: float) -> None:
+        deadline[0] = at
+        stop.set()
 
     def reader() -> None:  # a thread: the loop never blocks on the pipe
         while True:
             try:
                 msg = lines.recv()
             except EOFError:
-                msg = ("end",)
+                msg = ("stop", time.monotonic())  # the parent is gone
+            if msg[0] == "stop":  # at once, ahead of the lines still queued
+                loop.call_soon_threadsafe(stop_by, msg[1])
             loop.call_soon_threadsafe(queue.put_nowait, msg)
-            if msg[0] == "end":
+            if msg[0] == "stop":
                 return
 
     threading.Thread(target=reader, daemon=True).start()
     seq_of: dict[int, int] = {}
-    settled: list[int] = []
-    cut: list[int] = []
+    settled: dict[Any, list[int]] = {}
+    scheduled = [False]
+    last_stats = [0.0]
+
+    def report() -> None:
+        scheduled[0] = False
+        if refused[0] and not refused[1]:
+            refused[1] = True
+            results.send(("refused",))
+        for reason, seqs in settled.items():
+            if seqs:
+                results.send(("settled", reason, seqs))
+        settled.clear()
+        now = time.monotonic()
+        if now - last_stats[0] >= 0.2:
+            last_stats[0] = now
+            results.send(("stats", _stats_dict(exporter.stats())))
 
     def on_settled(events: list[bytes], reason: Any) -> None:
-        out = cut if reason in CUT_REASONS else settled
+        out = settled.setdefault(reason, [])
         for data in events:
             seq = seq_of.pop(id(data), None)
             if seq is not None:
                 out.append(seq)
+        if not scheduled[0]:  # at once (a killed run re-sends what it had not told)
+            scheduled[0] = True
+            loop.call_soon(report)
 
     refused = [False, False]  # seen, reported
 
@@ -171,62 +218,60 @@ async def _work(lines: Connection, results: Connection, config: dict[str, Any],
         if notice.reason == "unauthorized":
             refused[0] = True
 
-    def report() -> None:
-        nonlocal settled, cut
-        if refused[0] and not refused[1]:
-            refused[1] = True
-            results.send(("refused",))
-        if settled:
-            results.send(("settled", settled))
-            settled = []
-        if cut:
-            results.send(("cut", cut))
-            cut = []
-
     cfg = ExporterConfig(**config)
     project, v1 = cfg.project, cfg.api == "v1"
     exporter = Exporter(config=cfg, on_settled=on_settled, on_drop=on_drop)
     counts = {"sent": 0, "rejected": 0, "sessions": 0}
     started: OrderedDict[str, None] = OrderedDict()
-    stopping = False
-    async with exporter:
-        while True:
-            msg = await queue.get()
-            if msg[0] == "end":
-                stopping = msg[1] if len(msg) > 1 else False
+    await exporter.start()
+    while not stop.is_set():
+        msg = await queue.get()
+        if msg[0] != "lines":
+            break
+        chunk = msg[1]
+        for i, (seq, kind, where, n, line) in enumerate(chunk):
+            if stop.is_set():
+                results.send(("unsent", [c[0] for c in chunk[i:]]))
                 break
-            for seq, kind, where, n, line in msg[1]:
-                if kind == 1:
-                    _start_spooled_session(line, exporter, project, v1)
-                    settled.append(seq)
-                    continue
+            if kind == 1:
+                _start_spooled_session(line, exporter, project, v1)
+                settled.setdefault(None, []).append(seq)
+                continue
+            try:
+                data, generic, sid, start = _prepare(line, project, max_event_bytes, v1)
+            except (msgspec.DecodeError, ValueError, TypeError) as exc:
+                counts["rejected"] += 1
+                results.send(("reject", seq, where, n, _reason(exc),
+                              line.decode("utf-8", "replace")))
+                continue
+            if start is not None and sid is not None and first_start(started, sid):
+                counts["sessions"] += 1
+                exporter.start_session_encoded(sid, start)
+            seq_of[id(data)] = seq
+            handed = exporter.offer_encoded(data, generic, sid)
+            while not handed and not stop.is_set():
                 try:
-                    data, generic, sid, start = _prepare(line, project, max_event_bytes, v1)
-                except (msgspec.DecodeError, ValueError, TypeError) as exc:
-                    counts["rejected"] += 1
-                    results.send(("reject", seq, where, n, _reason(exc),
-                                  line.decode("utf-8", "replace")))
-                    continue
-                if start is not None and sid is not None and first_start(started, sid):
-                    counts["sessions"] += 1
-                    exporter.start_session_encoded(sid, start)
-                seq_of[id(data)] = seq
-                while not exporter.offer_encoded(data, generic, sid):
-                    try:
-                        await exporter.send_encoded(data, generic=generic, session_id=sid,
-                                                    timeout=0.5)
-                        break
-                    except BufferFullError:
-                        report()
-                counts["sent"] += 1
-            report()
-        if stopping:  # Ctrl-C: the parent's deadline applies to what is left
-            await exporter.flush(config.get("close_timeout", 30.0))
+                    await exporter.send_encoded(data, generic=generic, session_id=sid,
+                                                timeout=0.5)
+                    handed = True
+                except BufferFullError:
+                    report()
+            if not handed:  # stopped while waiting for room
+                del seq_of[id(data)]
+                results.send(("unsent", [c[0] for c in chunk[i:]]))
+                break
+            counts["sent"] += 1
+        report()
+    if stop.is_set():  # lines still queued were never handed over
+        while not queue.empty():
+            msg = queue.get_nowait()
+            if msg[0] == "lines":
+                results.send(("unsent", [c[0] for c in msg[1]]))
+    now = asyncio.Event()  # the parent kills a worker that is late: no "now" message
+    await close_within(exporter, cfg.close_timeout, stop, now,
+                       lambda _t: max(0.0, deadline[0] - time.monotonic()))
     report()
-    stats = exporter.stats()
-    results.send(("done", counts, {f.name: (dict(v) if f.name == "dropped" else v)
-                                   for f in dataclasses.fields(stats)
-                                   for v in (getattr(stats, f.name),)}))
+    results.send(("done", counts, _stats_dict(exporter.stats())))
     results.close()
 
 
@@ -257,7 +302,7 @@ def merge_stats(parts: list[dict[str, Any]]) -> ExporterStats:
 
 
 class _Pool:
-    """The workers, their pipes, and what each holds unsettled."""
+    """The workers, their pipes, what each holds unsettled, and what each reported."""
 
     def __init__(self, n: int, config: dict[str, Any], max_event_bytes: int) -> None:
         ctx = mp.get_context("spawn")  # never fork an interpreter with threads and a loop
@@ -278,6 +323,13 @@ class _Pool:
         self.outstanding = [0] * n
         self.pending: list[list[Any]] = [[] for _ in range(n)]
         self.done: list[tuple[dict[str, int], dict[str, Any]] | None] = [None] * n
+        # What each worker told, for the account of one that must be killed.
+        self.given = [0] * n       # event lines handed to it (spool headers aside)
+        self.rejected = [0] * n
+        self.unsent = [0] * n
+        self.delivered = [0] * n
+        self.dropped: list[dict[str, int]] = [{} for _ in range(n)]
+        self.snapshot: list[dict[str, Any] | None] = [None] * n
 
     def push(self, w: int, item: tuple[Any, ...]) -> None:
         batch = self.pending[w]
@@ -291,18 +343,45 @@ class _Pool:
             self.lines[w].send(("lines", self.pending[w]))
             self.pending[w] = []
 
+    def account(self, w: int) -> tuple[dict[str, int], dict[str, Any]]:
+        """The counts of worker ``w`` that did not report its own (killed at a deadline,
+        or died): what it reported settled, and the rest of what it was given counted as
+        cut (``shutdown``), so that the summary adds up; its other figures (requests,
+        sessions) from its last stats."""
+        accepted = self.given[w] - self.rejected[w] - self.unsent[w]
+        dropped = dict(self.dropped[w])
+        cut = accepted - self.delivered[w] - sum(dropped.values())
+        dropped["shutdown"] = dropped.get("shutdown", 0) + max(0, cut)
+        base = dict(self.snapshot[w] or {})
+        zero = {f.name: 0 for f in dataclasses.fields(ExporterStats)}
+        stats = {**zero, "breaker": "closed", "last_error": None, **base,
+                 "accepted": accepted, "delivered": self.delivered[w], "dropped": dropped,
+                 "pending": 0, "pending_bytes": 0, "buffered": 0, "in_flight_events": 0,
+                 "in_flight_requests": 0, "sessions_pending": 0}
+        stats["unconfirmed"] = min(stats["unconfirmed"], self.delivered[w])
+        counts = {"sent": accepted, "rejected": self.rejected[w],
+                  "sessions": int(base.get("sessions_started", 0))
+                  + int(base.get("sessions_failed", 0)) + int(base.get("sessions_pending", 0))}
+        return counts, stats
+
 
 def run_parallel_ingest(
     files: list[str], workers: int, config: dict[str, Any], *, rejects: IO[str],
     max_event_bytes: int, progress: bool = True, stop: threading.Event | None = None,
-    tracker: Tracker | None = None, save_every: float = 0.05,
+    stop_now: threading.Event | None = None, tracker: Tracker | None = None,
+    save_every: float = 0.05, deadline: Callable[[float], float] | None = None,
 ) -> IngestResult:
     """Send every valid line of ``files`` with ``workers`` processes; see the module's docs.
 
     ``config`` is the exporters' :class:`ExporterConfig` as keyword arguments. ``stop``
-    (Ctrl-C) ends the reading; the workers then flush within ``close_timeout``.
+    (the first Ctrl-C or SIGTERM) ends the reading; the workers then deliver what they can
+    by ``deadline(close_timeout)`` seconds from now (default: ``close_timeout``) and are
+    killed if they have not reported by then. ``stop_now`` (a second Ctrl-C) kills them at
+    once. Either way, what they did not report settled is counted as ``shutdown``.
     """
     track = tracker or Tracker(None)
+    close_timeout = float(config.get("close_timeout", 30.0))
+    left = deadline or (lambda t: t)
     res = IngestResult()
     t0 = time.perf_counter()
     # Read ahead of each worker by what its exporter can hold, and a half more to keep its
@@ -312,53 +391,66 @@ def run_parallel_ingest(
     known = _known_rejects(rejects)
     pool = _Pool(workers, config, max_event_bytes)
     lines_of: dict[int, bytes] = {}   # seq -> the line object the tracker knows it by
-    owner: dict[int, int] = {}        # seq -> worker
-    trackers: dict[int, Tracker] = {}  # seq -> its tracker (stdin's tracks nothing)
+    headers: set[int] = set()         # seqs of spool headers (not events)
     written: list[tuple[str, int, str]] = []  # this run's rejects: (file, line, record)
     rejects_start = rejects.tell()
     rr = 0
     seq = 0
+    killed_at: float | None = None    # time.monotonic() by which late workers are killed
+
+    def forget(w: int, s: int) -> bytes | None:
+        pool.outstanding[w] -= 1
+        headers.discard(s)
+        return lines_of.pop(s, None)
 
     def settle(w: int, msg: Any) -> None:
         kind = msg[0]
         if kind == "settled":
+            _, reason, seqs = msg
+            cut = reason in CUT_REASONS
+            n_events = 0
+            for s in seqs:
+                is_header = s in headers
+                obj = forget(w, s)
+                n_events += not is_header
+                if obj is not None and not cut:  # cut: never answered, stays unsettled
+                    track.on_settled([obj], None)
+            if reason is None:
+                pool.delivered[w] += n_events
+            else:
+                d = pool.dropped[w]
+                d[reason] = d.get(reason, 0) + n_events
+        elif kind == "unsent":  # never handed over (a stop): counted as never read
             for s in msg[1]:
-                owner.pop(s, None)
-                pool.outstanding[w] -= 1
-                obj = lines_of.pop(s, None)
-                t = trackers.pop(s, track)
-                if obj is not None:
-                    t.on_settled([obj], None)
-        elif kind == "cut":  # never answered: the checkpoint stays before them
-            for s in msg[1]:
-                owner.pop(s, None)
-                pool.outstanding[w] -= 1
-                lines_of.pop(s, None)
-                trackers.pop(s, None)
+                if s not in headers:
+                    res.lines -= 1
+                    pool.unsent[w] += 1
+                forget(w, s)
         elif kind == "reject":
             _, s, where, n, reason, text = msg
             res.rejected += 1
+            pool.rejected[w] += 1
             print(f"{where}:{n}: rejected: {reason}", file=sys.stderr)
             if (where, n) not in known:  # an earlier, killed run may have written it
                 record = reject_record(where, n, reason, text)
                 rejects.write(record)  # at once: a killed run keeps the reasons it reported
                 rejects.flush()
                 written.append((where, n, record))
-            owner.pop(s, None)
-            pool.outstanding[w] -= 1
-            obj = lines_of.pop(s, None)
-            t = trackers.pop(s, track)
+            obj = forget(w, s)
             if obj is not None:
-                t.on_settled([obj], None)
+                track.on_settled([obj], None)
+        elif kind == "stats":
+            pool.snapshot[w] = msg[1]
         elif kind == "refused":  # every further line would be refused too: stop reading
             res.abort_reason = "the API refused the API key"
         elif kind == "done":
             pool.done[w] = (msg[1], msg[2])
 
     def poll(timeout: float) -> None:
-        ready = wait([c for i, c in enumerate(pool.results) if pool.done[i] is None],
-                     timeout)
-        for conn in ready:
+        conns = [c for i, c in enumerate(pool.results) if pool.done[i] is None]
+        if not conns:
+            return
+        for conn in wait(conns, timeout):
             assert isinstance(conn, Connection)
             w = pool.results.index(conn)
             try:
@@ -369,14 +461,24 @@ def run_parallel_ingest(
             except (EOFError, OSError):
                 died(w)
 
+    def kill(w: int) -> None:
+        """End worker ``w`` now (late at its deadline, or a second Ctrl-C): what it had not
+        reported settled is counted as cut, and stays unsettled in the checkpoint."""
+        if pool.done[w] is None:
+            pool.procs[w].kill()
+            pool.procs[w].join(1)
+            pool.done[w] = pool.account(w)
+
     def died(w: int) -> None:
         """A worker is gone (killed, out of memory): stop reading and say so. What it had
-        not settled stays before the checkpoint, so a resumed run sends it again."""
+        not settled stays unsettled, so a resumed run sends it again."""
         if pool.done[w] is None:
-            pool.done[w] = ({"sent": 0, "rejected": 0, "sessions": 0}, {})
             pool.procs[w].join(1)
-            res.abort_reason = (f"an ingest worker died (exit code {pool.procs[w].exitcode});"
-                                f" run the same command again to resume")
+            pool.done[w] = pool.account(w)
+            if not halted():
+                res.abort_reason = (f"an ingest worker died (exit code "
+                                    f"{pool.procs[w].exitcode}); run the same command "
+                                    f"again to resume")
 
     last_save = time.monotonic()
 
@@ -385,34 +487,57 @@ def run_parallel_ingest(
         now = time.monotonic()
         if track.checkpoint is not None and now - last_save >= save_every:
             last_save = now
-            track.checkpoint.write(*track.checkpoint.snapshot())
+            track.save_now()
 
     def halted() -> bool:
         return (stop is not None and stop.is_set()) or res.abort_reason is not None
 
+    def stop_workers() -> None:
+        """Tell every worker to stop by the deadline of the stop (once)."""
+        nonlocal killed_at
+        if killed_at is not None:
+            return
+        now = time.monotonic()
+        budget = left(close_timeout)
+        # Workers close a little early, and are killed a little late, so that the whole
+        # run still ends within the deadline and a second.
+        killed_at = now + budget + 0.3
+        for w in range(workers):
+            if pool.done[w] is not None:
+                continue
+            unsent = pool.pending[w]  # read, not yet handed to the worker
+            pool.pending[w] = []
+            if unsent:
+                settle(w, ("unsent", [item[0] for item in unsent]))
+            try:
+                pool.lines[w].send(("stop", now + max(0.0, budget - 0.2)))
+            except OSError:
+                died(w)
+
     try:
         with Progress("ingest", None, enabled=progress) as bar:
             for path in files:
-                if path == "-":
-                    if track.checkpoint is not None:
-                        print("<stdin> cannot resume: it is read from the start and not "
-                              "checkpointed", file=sys.stderr)
-                    offset, first, note, skip = 0, 0, None, False
-                else:
-                    offset, first, note, skip = track.begin(path)
+                if path == "-" and track.checkpoint is not None:
+                    print("<stdin> cannot resume: it is read from the start and not "
+                          "checkpointed", file=sys.stderr)
+                # stdin is read from the start every time: it is not checkpointed.
+                ft, offset, first, note, skip = track.begin(path)
                 if note:
                     print(note, file=sys.stderr)
-                # stdin is read from the start every time: it is not checkpointed.
-                t = track if path != "-" else Tracker(None)
-                key = t.key(path)
                 res.skipped += first
                 if skip:
                     continue
+                settled_before = ft.settled_before if ft.ahead else None
                 where = "<stdin>" if path == "-" else path
                 for n, line in iter_lines(path, offset, first + 1):
+                    start = offset
                     offset += len(line)
+                    if settled_before is not None and settled_before(n):
+                        res.skipped += 1  # settled by an earlier run beyond its prefix
+                        ft.settled_line(offset, n)
+                        continue
                     if not line.strip():
-                        t.settled_line(key, offset, n)
+                        ft.settled_line(offset, n)
                         continue
                     header = is_header(line)
                     sid = _header_session(line) if header else _session_of(line)
@@ -429,16 +554,17 @@ def run_parallel_ingest(
                         maybe_save()
                         if halted():
                             break
-                    if halted():
+                    if halted() or pool.done[w] is not None:
                         res.interrupted = True
                         break
                     seq += 1
-                    if not header:
+                    if header:
+                        headers.add(seq)
+                    else:
                         res.lines += 1
+                        pool.given[w] += 1
                     lines_of[seq] = line
-                    owner[seq] = w
-                    trackers[seq] = t
-                    t.sending(key, offset, n, line)
+                    track.sending(ft, start, offset, n, line)
                     try:
                         pool.push(w, (seq, 1 if header else 0, where, n, line))
                     except OSError:  # its pipe is broken: the worker is gone
@@ -451,33 +577,46 @@ def run_parallel_ingest(
                             res.interrupted = True
                             break
                 else:
-                    t.end_file(key)
+                    track.end_file(ft)
                 if res.interrupted:
                     break
             bar.update(res.lines - res.rejected, "flushing")
-            for w in range(workers):
-                if pool.done[w] is not None:
-                    continue
-                try:
-                    pool.flush(w)
-                    pool.lines[w].send(("end", res.interrupted))
-                except OSError:
-                    died(w)
+            if halted():
+                stop_workers()
+            else:
+                for w in range(workers):
+                    if pool.done[w] is not None:
+                        continue
+                    try:
+                        pool.flush(w)
+                        pool.lines[w].send(("end", None))
+                    except OSError:
+                        died(w)
+                # Read to the end: the workers deliver within close_timeout each.
+                killed_at = time.monotonic() + close_timeout + 1.0
             while any(d is None for d in pool.done):
-                poll(0.2)
+                if stop_now is not None and stop_now.is_set():
+                    break
+                if stop is not None and stop.is_set():
+                    stop_workers()  # a Ctrl-C while the workers were finishing
+                kill_at = killed_at if killed_at is not None else time.monotonic()
+                if time.monotonic() >= kill_at:
+                    break
+                poll(min(0.05, max(0.0, kill_at - time.monotonic())))
                 maybe_save()
-            if halted():  # a Ctrl-C (or a refused key) while the workers were finishing
+            for w in range(workers):
+                kill(w)  # late at the deadline, or a second Ctrl-C: never waited for
+            if halted():
                 res.interrupted = True
     finally:
         for c in pool.lines:
             with contextlib.suppress(OSError):
                 c.close()
         for p in pool.procs:
-            p.join(timeout=5)
             if p.is_alive():
                 p.kill()
-    if track.checkpoint is not None:
-        track.checkpoint.write(*track.checkpoint.snapshot())
+            p.join(timeout=1)
+    track.save_now()
     if written:
         # Workers report rejects as they meet them; the file ends in line order, as a
         # single process writes it.

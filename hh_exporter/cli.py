@@ -190,23 +190,76 @@ async def _demo(args: argparse.Namespace) -> int:
     return 1
 
 
+def _default_workers(files: list[str], cores: int) -> int:
+    """``--workers`` when not given: one process unless workers pay.
+
+    Measured (benchmarks/README.md, "ingest under users' conditions"): on 2 cores a second
+    process only adds the reader's routing and the pipe (~4 µs a line more CPU) while the
+    API's client, the loop and, often, a local API share the cores, so one process is the
+    faster. Workers need a core each beside the reader's; stdin is one stream (and is read
+    by one process anyway), and a small file does not repay their start (~0.3 s each).
+    """
+    if cores <= 2 or "-" in files:
+        return 1
+    try:
+        size = sum(os.path.getsize(f) for f in files)
+    except OSError:  # a missing file is reported by the run itself
+        return 1
+    if size < _WORKERS_MIN_BYTES:
+        return 1
+    return min(cores - 1, 8)
+
+
+#: Below this much input, extra processes do not repay their start.
+_WORKERS_MIN_BYTES = 256 << 20
+
+
+class _Signals:
+    """SIGINT/SIGTERM for ``ingest``: the first asks for a stop within ``--timeout``, a
+    second SIGINT (or SIGTERM) for an immediate one."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.stop = asyncio.Event()
+        self.now = asyncio.Event()
+        self.halt = threading.Event()  # the same, for the workers' reader thread
+        self.halt_now = threading.Event()
+        self.at: float | None = None  # time.monotonic() of the first signal
+        self.signo = 0
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on, sig)
+
+    def _on(self, sig: int) -> None:
+        import time
+
+        if self.at is None:
+            self.at, self.signo = time.monotonic(), sig
+            self.stop.set()
+            self.halt.set()
+        else:
+            self.now.set()
+            self.halt_now.set()
+
+    def left(self, timeout: float) -> float:
+        """Seconds left of ``timeout`` counted from the first signal (all of it if none)."""
+        import time
+
+        if self.at is None:
+            return timeout
+        return max(0.0, self.at + timeout - time.monotonic())
+
+
 async def _ingest(args: argparse.Namespace) -> int:
-    from ._checkpoint import Checkpoint, Tracker
+    from ._checkpoint import Checkpoint, Tracker, destination_id
     from ._config import ExporterConfig
     from ._exporter import Exporter
-    from ._ingest import run_ingest
+    from ._ingest import close_within, run_ingest
     from ._stats import DropNotice
 
     rejects_path = args.rejects or "ingest-rejects.jsonl"
     checkpoint_path = args.checkpoint or os.path.join(
         os.path.dirname(rejects_path), "ingest-checkpoint.json")
-    tracker = None
-    if not args.dry_run and not args.no_checkpoint:
-        tracker = Tracker(Checkpoint(checkpoint_path), restart=args.restart)
-    # A resumed run keeps the rejects of the runs before it.
-    resuming = tracker is not None and not args.restart and bool(tracker.checkpoint and (
-        tracker.checkpoint.files))
     exporter = None
+    config = None
     if not args.dry_run:
         try:
             config = ExporterConfig.from_env(
@@ -220,8 +273,19 @@ async def _ingest(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"hh-exporter ingest: {exc}", file=sys.stderr)
             return 2
-        refused = asyncio.Event()
-
+    tracker = None
+    if config is not None and not args.no_checkpoint:
+        # A checkpoint belongs to a file and a destination: the same file to another API
+        # (or generation, or key) is read from the start.
+        tracker = Tracker(Checkpoint(checkpoint_path), restart=args.restart,
+                          destination=destination_id(config.api_url, config.api,
+                                                     config.api_key))
+    # A resumed run keeps the rejects of the runs before it.
+    resuming = tracker is not None and not args.restart and any(
+        tracker.key(f) in tracker.checkpoint.files for f in args.files
+        if f != "-" and tracker.checkpoint is not None)
+    refused = asyncio.Event()
+    if config is not None:
         def on_drop(notice: DropNotice) -> None:
             if notice.reason == "unauthorized":
                 refused.set()
@@ -233,27 +297,19 @@ async def _ingest(args: argparse.Namespace) -> int:
     else:
         project = args.project or os.environ.get("HH_PROJECT") or None
         v1 = (args.api or os.environ.get("HH_API_VERSION")) == "v1"
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    workers = args.workers if args.workers is not None else _cores()
+    workers = args.workers if args.workers is not None else _default_workers(
+        args.files, _cores())
     if workers < 1:
         print("hh-exporter ingest: --workers must be >= 1", file=sys.stderr)
         return 2
-    halt = threading.Event()
-
-    def on_signal() -> None:
-        stop.set()
-        halt.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+    signals = _Signals(asyncio.get_running_loop())
     # The rejects file gets a line per bad input line only: small, rare writes.
     with open(rejects_path, "a" if resuming else "w",  # noqa: ASYNC230
               encoding="utf-8") as rejects:
-        if exporter is None:
+        if exporter is None or config is None:
             res = await run_ingest(args.files, None, project=project, rejects=rejects,
-                                   dry_run=True, progress=not args.no_progress, stop=stop,
-                                   v1=v1)
+                                   dry_run=True, progress=not args.no_progress,
+                                   stop=signals.stop, v1=v1)
         elif workers > 1:
             import dataclasses
 
@@ -263,31 +319,39 @@ async def _ingest(args: argparse.Namespace) -> int:
             res = await asyncio.to_thread(
                 run_parallel_ingest, args.files, workers, settings, rejects=rejects,
                 max_event_bytes=config.max_batch_bytes, progress=not args.no_progress,
-                stop=halt, tracker=tracker)
+                stop=signals.halt, stop_now=signals.halt_now, tracker=tracker,
+                deadline=signals.left)
         else:
             saver = None if tracker is None else asyncio.create_task(tracker.autosave())
             try:
-                async with exporter:
-                    res = await run_ingest(
-                        args.files, exporter, project=project, rejects=rejects,
-                        progress=not args.no_progress, stop=stop, refused=refused, v1=v1,
-                        max_event_bytes=exporter.config.max_batch_bytes, tracker=tracker)
-                    print("flushing...", file=sys.stderr, flush=True)
-                    if res.abort_reason:  # waiting would only collect more refusals
-                        await exporter.aclose(0.5)
+                await exporter.start()
+                res = await run_ingest(
+                    args.files, exporter, project=project, rejects=rejects,
+                    progress=not args.no_progress, stop=signals.stop, refused=refused, v1=v1,
+                    max_event_bytes=exporter.config.max_batch_bytes, tracker=tracker)
+                print("flushing...", file=sys.stderr, flush=True)
+                # Waiting would only collect more refusals after a refused key.
+                await close_within(exporter, 0.5 if res.abort_reason else args.timeout,
+                                   signals.stop, signals.now, signals.left)
             finally:
+                if not exporter.closed:  # an error above: close, counting what is left
+                    await exporter.aclose(0)
                 if saver is not None and tracker is not None:
                     saver.cancel()
                     await asyncio.gather(saver, return_exceptions=True)
                     # In any case: a save the cancel interrupted may hold an older state.
                     await tracker.save(final=True)
             res.stats = exporter.stats()
+    if signals.at is not None:
+        res.interrupted = True
     if res.rejected == 0 and not resuming:
         os.unlink(rejects_path)
     print("summary")
     if res.interrupted:
-        why = f" ({res.abort_reason})" if res.abort_reason else ""
-        print(f"  interrupted   yes{why}: lines after the last one read were not sent")
+        why = res.abort_reason or (signal.Signals(signals.signo).name if signals.signo
+                                   else None)
+        print(f"  interrupted   yes{f' ({why})' if why else ''}: lines after the last one "
+              "read were not sent; what was cut is counted as shutdown")
     if res.skipped:
         print(f"  skipped       {res.skipped:,} lines settled by an earlier run "
               f"(checkpoint {checkpoint_path})")
@@ -295,6 +359,8 @@ async def _ingest(args: argparse.Namespace) -> int:
     print(f"  rejected      {res.rejected:,}" + (f" (see {rejects_path})" if res.rejected else ""))
     if args.dry_run:
         print(f"  valid         {res.sent:,} (dry run: nothing sent)")
+        if signals.at is not None:
+            return 128 + signals.signo
         return 1 if res.rejected else 0
     st = res.stats
     print(f"  accepted      {st.accepted:,}")
@@ -308,6 +374,8 @@ async def _ingest(args: argparse.Namespace) -> int:
           f"({res.elapsed:.2f} s)")
     if st.unconfirmed:
         print(f"  unconfirmed   {st.unconfirmed:,} (acknowledged without their event_ids)")
+    if signals.at is not None:  # the conventional status of a run a signal ended
+        return 128 + signals.signo
     failed = res.rejected or st.dropped_total or st.pending or res.interrupted or (
         st.unconfirmed)
     return 1 if failed else 0
