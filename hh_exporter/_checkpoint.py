@@ -25,7 +25,6 @@ import hashlib
 import logging
 import os
 import threading
-from typing import Any
 
 import msgspec
 
@@ -310,7 +309,3 @@ class Tracker:
             self._moved.clear()
             await self.save()
             await asyncio.sleep(interval)
-
-    def stats(self) -> dict[str, Any]:
-        """Lines pending per file (for tests and the benchmarks)."""
-        return {t.key: len(t.pending) for t in self._files}
