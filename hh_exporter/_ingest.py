@@ -16,6 +16,7 @@ import functools
 import gzip
 import sys
 import time
+import typing
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -87,6 +88,27 @@ class _Line(msgspec.Struct, kw_only=True, gc=False):
 
 
 _decode_line = msgspec.json.Decoder(_Line).decode
+
+
+def _strict_line() -> type[msgspec.Struct]:
+    """``_Line`` with no unknown fields and no nulls (but ``error``'s): the common line
+    decodes with it and then needs no scan for the nulls the API refuses (a scan of a
+    3.4 KB line costs more than its typed decode); any other line fails it and takes the
+    lenient decode and the scan."""
+    fields: list[tuple[str, Any, Any]] = []
+    for f in msgspec.structs.fields(_Line):
+        kind = f.type
+        args = typing.get_args(kind)
+        if f.name != "error" and type(None) in args:
+            rest = tuple(a for a in args if a is not type(None))
+            kind = rest[0] if len(rest) == 1 else typing.Union[rest]  # noqa: UP007
+        fields.append((f.name, kind, f.default))
+    return msgspec.defstruct("_StrictLine", fields, kw_only=True, gc=False,
+                             forbid_unknown_fields=True)
+
+
+_decode_strict = msgspec.json.Decoder(_strict_line()).decode
+_NULL = msgspec.Raw(b"null")
 _OVERHEAD = body_overhead()
 
 
@@ -145,7 +167,12 @@ def _prepare(
     Returns: (event bytes, generic?, session_id, the session's ``/session/start`` body when
     the line brings its properties).
     """
-    ev = _decode_line(line)
+    try:
+        # Same attributes as _Line: a line without unknown fields or nulls.
+        ev: _Line = _decode_strict(line)  # type: ignore[assignment]
+        scan = ev.response == _NULL  # the one top-level null the strict types let in
+    except msgspec.ValidationError:  # malformed JSON is refused by either decode alike
+        ev, scan = _decode_line(line), True
     generic = ev.event_type is not None
     if not generic and (ev.model is None or ev.provider is None or ev.messages is None
                         or not ev.response):
@@ -180,7 +207,7 @@ def _prepare(
     # one the API takes, and the official clients send), needs no rewrite: only a line
     # with any other "null" text goes the slow way (which checks it exactly). One scan:
     # the typed decode says whether "error" was null.
-    nulls = data.count(b"null") > (1 if ev.error is None else 0)
+    nulls = scan and data.count(b"null") > (1 if ev.error is None else 0)
     if props_obj is not None or fixed is not None or nulls:
         # Rare path: the session's properties start the session and leave the event,
         # upper-case ids are lowered as the official SDKs do, and null fields are left out
@@ -211,8 +238,13 @@ def _prepare(
     elif ev.inputs is None:
         splice.append(b'"inputs":{}')
     if splice:
-        rest = data[1:].lstrip()
-        data = b"".join((b"{", b",".join(splice), b"," if rest[:1] != b"}" else b"", rest))
+        after = data[1:2]
+        # The line's bytes after its "{" go in as a view: one copy of the line, not two.
+        rest: bytes | memoryview = memoryview(data)[1:]
+        if after.isspace():  # rare: a spaced line
+            rest = data[1:].lstrip()
+            after = rest[:1]
+        data = b"".join((b"{", b",".join(splice), b"," if after != b"}" else b"", rest))
     start = None
     if props_obj is not None:
         psid = props_obj.get("session_id")
