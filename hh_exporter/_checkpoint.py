@@ -174,17 +174,20 @@ class FileTrack:
             mark.offset, mark.line, mark.ahead, mark.unsettled = self.end, self.last, 0, []
             mark.done = self.done_reading
             return
-        it = iter(pending.items())
-        first, start = next(it)
+        first, start = next(iter(pending.items()))
+        keys = list(pending)  # in file order
         ranges: list[tuple[int, int]] = []
-        lo = hi = first
-        for n, _ in it:
-            if n == hi + 1:
-                hi = n
-                continue
+        if keys[-1] - first + 1 == len(keys):  # one run: lines settling in order (common)
+            ranges.append((first, keys[-1]))
+        else:
+            lo = hi = first
+            for n in keys[1:]:
+                if n == hi + 1:
+                    hi = n
+                    continue
+                ranges.append((lo, hi))
+                lo = hi = n
             ranges.append((lo, hi))
-            lo = hi = n
-        ranges.append((lo, hi))
         ahead = self.last
         if len(ranges) > MAX_RANGES:  # forget what settled beyond the ranges kept
             ahead = ranges[MAX_RANGES][0] - 1
