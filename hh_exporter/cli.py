@@ -14,6 +14,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 from ._config import DEFAULT_API_URL
@@ -229,8 +230,6 @@ class _Signals:
             loop.add_signal_handler(sig, self._on, sig)
 
     def _on(self, sig: int) -> None:
-        import time
-
         if self.at is None:
             self.at, self.signo = time.monotonic(), sig
             self.stop.set()
@@ -241,8 +240,6 @@ class _Signals:
 
     def left(self, timeout: float) -> float:
         """Seconds left of ``timeout`` counted from the first signal (all of it if none)."""
-        import time
-
         if self.at is None:
             return timeout
         return max(0.0, self.at + timeout - time.monotonic())
