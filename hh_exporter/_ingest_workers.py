@@ -369,7 +369,7 @@ def run_parallel_ingest(
     files: list[str], workers: int, config: dict[str, Any], *, rejects: IO[str],
     max_event_bytes: int, progress: bool = True, stop: threading.Event | None = None,
     stop_now: threading.Event | None = None, tracker: Tracker | None = None,
-    save_every: float = 0.05, deadline: Callable[[float], float] | None = None,
+    save_every: float = 0.02, deadline: Callable[[float], float] | None = None,
 ) -> IngestResult:
     """Send every valid line of ``files`` with ``workers`` processes; see the module's docs.
 
