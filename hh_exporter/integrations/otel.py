@@ -159,7 +159,9 @@ class HoneyHiveSpanExporter(SpanExporter):
         if sp.dropped_attributes:
             self.stats["truncated"] += 1
         try:
-            fields = map_span(sp)
+            # Kept only because LLM spans descend from it: a chain grouping their work.
+            fields = map_span(sp, ancestor=wanted and not self._include_all
+                              and not is_genai(sp))
             # The mapping chose the session; it travels as the Session, which gates the event.
             session = self._session(fields.pop("session_id"), sp)
             self._log(GENERIC_ROUTE, fields, session)
