@@ -22,7 +22,7 @@ import msgspec
 
 from ._otlp import SpanData
 
-__all__ = ["GENAI_PREFIXES", "event_id_of", "is_genai", "map_span", "session_of"]
+__all__ = ["CONTEXT_PREFIXES", "GENAI_PREFIXES", "event_id_of", "is_genai", "map_span", "session_of"]
 
 _NS = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/hh-exporter/otel-span")
 #: Attribute prefixes that make a span an LLM-app span (the rest is HTTP, DB, ...).
@@ -164,9 +164,18 @@ def session_of(span: SpanData) -> str:
     return sid
 
 
+#: Context that tracers copy onto *every* span (OpenLLMetry's association properties, the
+#: HoneyHive processor's session and project): it says which session, not that the span
+#: is LLM work, so an HTTP or database span carrying it is still not GenAI.
+CONTEXT_PREFIXES = ("traceloop.association.properties.", "honeyhive.session_id",
+                    "honeyhive.session_name", "honeyhive.project", "honeyhive.source",
+                    "honeyhive.parent_id", "honeyhive.session_auto_create")
+
+
 def is_genai(span: SpanData) -> bool:
     """Whether the span speaks any LLM dialect (else it is HTTP, a database, ...)."""
-    return any(k.startswith(GENAI_PREFIXES) for k in span.attributes)
+    return any(k.startswith(GENAI_PREFIXES) and not k.startswith(CONTEXT_PREFIXES)
+               for k in span.attributes)
 
 
 def _json(v: Any) -> Any:
