@@ -22,7 +22,8 @@ import msgspec
 
 from ._otlp import SpanData
 
-__all__ = ["CONTEXT_PREFIXES", "GENAI_PREFIXES", "event_id_of", "is_genai", "map_span", "session_of"]
+__all__ = ["CONTEXT_PREFIXES", "GENAI_PREFIXES", "event_id_of", "is_genai", "map_span",
+           "session_of"]
 
 _NS = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/hh-exporter/otel-span")
 #: Attribute prefixes that make a span an LLM-app span (the rest is HTTP, DB, ...).
@@ -179,8 +180,9 @@ def is_genai(span: SpanData) -> bool:
 
 
 def _json(v: Any) -> Any:
-    """A JSON string's value (attributes carry structures as JSON strings), else ``v``."""
-    if isinstance(v, str) and v[:1] in ("[", "{"):
+    """A JSON string's value (attributes carry structures as JSON strings, and OpenLLMetry
+    its entities' strings as JSON too: ``"\"18C\""``), else ``v``."""
+    if isinstance(v, str) and v[:1] in ("[", "{", '"'):
         try:
             return msgspec.json.decode(v)
         except msgspec.DecodeError:

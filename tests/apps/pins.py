@@ -16,4 +16,5 @@ TRACELOOP = [
     "opentelemetry-sdk==1.45.1",
     "openai==3.57.0",
     "anthropic==2.15.0",
+    "httpx==0.28.1",  # traceloop.sdk imports it without declaring it
 ]

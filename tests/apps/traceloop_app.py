@@ -3,7 +3,8 @@ hh_exporter there): ``python traceloop_app.py COLLECTOR_URL TOKEN LLM_URL simple
 
 A web request span around a workflow that calls OpenAI with a tool (the tool's result
 sent back), streams an OpenAI answer, and calls Anthropic plain and streamed. Prints one
-JSON line: the token usage each LLM call answered, in call order.
+JSON line: the token usage each LLM call answered, in call order, and the output tokens
+the streamed Anthropic message's ``message_start`` counted.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ TOOLS = [{"type": "function", "function": {
     "name": "weather", "description": "The weather in a city.",
     "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
 usage: list[list[int]] = []
+started: list[int] = []  # a streamed message's output tokens as message_start counts them
 
 
 @tool(name="weather")
@@ -64,9 +66,14 @@ def ask(question: str) -> str:
                            messages=[{"role": "user", "content": "hello claude"}])
     usage.append([m.usage.input_tokens, m.usage.output_tokens,
                   m.usage.input_tokens + m.usage.output_tokens])
+    streamed = ""
     with an.messages.stream(model="claude-test", max_tokens=64,
                             messages=[{"role": "user", "content": "stream it"}]) as s:
-        streamed = "".join(s.text_stream)
+        for event in s:
+            if event.type == "message_start":  # its usage: the output count so far
+                started.append(event.message.usage.output_tokens)
+            elif event.type == "text":
+                streamed += event.text
         final = s.get_final_message()
     usage.append([final.usage.input_tokens, final.usage.output_tokens,
                   final.usage.input_tokens + final.usage.output_tokens])
@@ -78,4 +85,4 @@ with trace.get_tracer("web").start_as_current_span("GET /ask",
                                                    attributes={"http.request.method": "GET"}):
     answer = ask("weather in Paris?")
 trace.get_tracer_provider().force_flush()  # type: ignore[attr-defined]
-print(json.dumps({"answer": answer, "usage": usage}))
+print(json.dumps({"answer": answer, "usage": usage, "started": started}))
