@@ -137,7 +137,7 @@ def test_openllmetry_openai_and_anthropic(threaded_collector: ThreadedCollector,
     simple one every span comes alone, children first: the tree must still be whole."""
     from .apps.pins import TRACELOOP
 
-    python = cached_venv("traceloop", TRACELOOP)
+    python = cached_venv("otel-1.45.1", TRACELOOP)
     c = threaded_collector.collector
     assert c is not None
     sid = str(uuid.uuid4())
@@ -190,3 +190,37 @@ def test_openllmetry_openai_and_anthropic(threaded_collector: ThreadedCollector,
     assert tokens(claude_streamed) == (p, o + out["started"][0], p + o + out["started"][0])
     if mode == "simple":  # children came before their parents, and were linked
         assert st["otlp"]["parents_linked_later"] >= 2
+
+
+@pytest.mark.timeout(600)  # the first run builds the otel-1.45.1 venv
+@pytest.mark.parametrize("compression", ["none", "gzip", "deflate"])
+def test_the_otel_sdks_json_exporter(threaded_collector: ThreadedCollector,
+                                     compression: str) -> None:
+    """OTel's OTLP/JSON exporter (its own venv, beside OpenLLMetry), each compression it
+    offers, a simple processor (children first): the tree whole, the embeddings span a
+    model event with its total, the tool result in the chat history."""
+    from .apps.pins import TRACELOOP
+
+    python = cached_venv("otel-1.45.1", TRACELOOP)
+    c = threaded_collector.collector
+    assert c is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    run = subprocess.run([str(python), str(HERE / "apps" / "otlp_json_app.py"), c.url, TOKEN,
+                          compression], capture_output=True, text=True, timeout=60, env=env,
+                         check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    sid = str(uuid.UUID(json.loads(run.stdout.strip().splitlines()[-1])["trace_id"]))
+    _, st = threaded_collector.run(http_json(c.url, "/stats"))
+    assert st["requests"]["/v1/traces"] == {"200": 4}, st["requests"]
+    got = {e["event_name"]: e for e in check_whole(
+        session_events(threaded_collector, sid), sid).values()}
+    assert {n: e["event_type"] for n, e in got.items()} == {
+        "GET /ask": "chain", "ask": "chain", "embeddings": "model", "chat gpt-4o": "model"}
+    assert got["ask"]["parent_id"] == got["GET /ask"]["event_id"]
+    assert got["chat gpt-4o"]["parent_id"] == got["embeddings"]["parent_id"] == \
+        got["ask"]["event_id"]
+    assert tokens(got["chat gpt-4o"]) == (21, 6, 27)
+    assert got["embeddings"]["metadata"]["total_tokens"] == 4
+    assert got["chat gpt-4o"]["inputs"]["chat_history"][-1] == {
+        "role": "tool", "content": "18C, sunny", "tool_call_id": "call_1"}
+    assert st["otlp"]["parents_linked_later"] == 3  # each parent came after its children

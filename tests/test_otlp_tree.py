@@ -273,3 +273,25 @@ def test_the_otel_sdks_protobuf_exporter_with_gzip_and_deflate(
     _, st = threaded_collector.run(http_json(c.url, "/stats"))
     assert st["requests"]["/v1/traces"] == {"200": 6}
     assert st["otlp"]["parents_linked_later"] == 4
+
+
+async def test_context_on_every_span_does_not_make_it_genai(collector: Any) -> None:
+    """OpenLLMetry copies its association properties, and HoneyHive's processor the session,
+    onto every span: an HTTP span carrying them alone is still left out (and kept, as a
+    chain, only when it is an ancestor of LLM work)."""
+    ctx = {"traceloop.association.properties.session_id": SID, "honeyhive.session_id": SID,
+           "honeyhive.project": "p"}
+    await send(collector.url, jspan(HTTP, None, "GET /health", {**WEB, **ctx}),
+               jspan(ROOT, None, "GET /ask", {**WEB, **ctx}),
+               jspan(CHAT, ROOT, "chat", {**CHAT_ATTRS, **ctx}))
+    got = await events(collector.url)
+    assert set(got) == {"GET /ask", "chat"} and got["GET /ask"]["event_type"] == "chain"
+    assert (await otlp_stats(collector.url))["spans_not_genai"] == 1
+
+
+def test_openllmetrys_json_encoded_strings_are_decoded() -> None:
+    ev = mapped({"traceloop.span.kind": "tool", "traceloop.entity.input": '"Paris"',
+                 "traceloop.entity.output": '"18C, sunny"'})
+    assert ev["inputs"] == {"value": "Paris"} and ev["outputs"] == {"message": "18C, sunny"}
+    assert mapped({"traceloop.span.kind": "tool", "traceloop.entity.output": '"cut'})[
+        "outputs"] == {"message": '"cut'}  # not JSON: kept as sent
