@@ -102,56 +102,75 @@ class SpanTree:
         """Decide, for every span of a request, whether it is stored and under which parent,
         and update the memory as if the plan is carried out."""
         out = Plan()
-        by_key = {sp.trace_id + sp.span_id: sp for sp in spans}
+        keys = [sp.trace_id + sp.span_id for sp in spans]
+        by_key = dict(zip(keys, spans, strict=True))
         # Kept: LLM spans, spans earlier children wait for, and their ancestors here.
         keep: set[str] = set()
-        for sp in spans:
-            t = self._traces.get(sp.trace_id)
-            if is_genai(sp) or (t is not None and sp.span_id in t.waiting):
-                node: SpanData | None = sp
-                while node is not None and (key := node.trace_id + node.span_id) not in keep:
-                    keep.add(key)
-                    node = by_key.get(node.trace_id + (node.parent_span_id or ""))
-        before = {tid: t.size() for tid, t in self._traces.items()}
+        genai = [is_genai(sp) for sp in spans]  # asked once per span
+        traces = self._traces
+        for sp, key, llm in zip(spans, keys, genai, strict=True):
+            if key in keep:
+                continue
+            if not llm:
+                t = traces.get(sp.trace_id)
+                if t is None or sp.span_id not in t.waiting:
+                    continue
+            node: SpanData | None = sp
+            k = key
+            while node is not None and k not in keep:
+                keep.add(k)
+                parent = node.parent_span_id
+                node = by_key.get(node.trace_id + parent) if parent else None
+                if node is not None:
+                    k = node.trace_id + node.span_id
+        before: dict[str, int] = {}  # the size of each trace this request touches
         touched: dict[str, _Trace] = {}
-        for sp in spans:  # first what this request holds, so its spans find each other
-            t = touched.get(sp.trace_id) or self._trace(sp.trace_id)
-            touched[sp.trace_id] = t
-            if sp.trace_id + sp.span_id in keep:
+        kept: list[tuple[SpanData, bool, _Trace]] = []
+        for sp, key, llm in zip(spans, keys, genai, strict=True):
+            # First what this request holds, so that its spans find each other.
+            t = touched.get(sp.trace_id)
+            if t is None:
+                t = touched[sp.trace_id] = self._trace(sp.trace_id)
+                before[sp.trace_id] = t.size()
+            if key in keep:
                 t.stored.add(sp.span_id)
                 t.dropped.pop(sp.span_id, None)
+                kept.append((sp, llm, t))
             else:
                 out.not_genai += 1
                 if sp.span_id not in t.stored:
                     t.dropped[sp.span_id] = sp.parent_span_id
-        for sp in spans:
-            if sp.trace_id + sp.span_id not in keep:
-                continue
-            t = touched[sp.trace_id]
-            eid = event_id_of(sp.trace_id, sp.span_id)
-            parent, waits_for = self._parent(sp, t)
+        for sp, llm, t in kept:
+            parent, waits_for, direct = self._parent(sp, t)
             if waits_for is not None:
-                t.waiting.setdefault(waits_for, []).append(eid)
-            own = event_id_of(sp.trace_id, sp.parent_span_id) if sp.parent_span_id \
-                else session_of(sp)
-            out.store.append(Planned(sp, not is_genai(sp), parent, parent != own))
-            for child in t.waiting.pop(sp.span_id, ()):
-                out.updates.append((child, eid))
+                t.waiting.setdefault(waits_for, []).append(event_id_of(sp.trace_id, sp.span_id))
+            out.store.append(Planned(sp, not llm, parent, not direct))
+            if t.waiting:
+                children = t.waiting.pop(sp.span_id, None)
+                if children:
+                    eid = event_id_of(sp.trace_id, sp.span_id)
+                    out.updates.extend((child, eid) for child in children)
         for tid, t in touched.items():
             self._spans += t.size() - before.get(tid, 0)
         self._evict()
         return out
 
     @staticmethod
-    def _parent(sp: SpanData, t: _Trace) -> tuple[str, str | None]:
-        """The parent event of a kept span, and the unseen span it waits for, if any."""
+    def _parent(sp: SpanData, t: _Trace) -> tuple[str, str | None, bool]:
+        """The parent event of a kept span, the unseen span it waits for (if any), and
+        whether that parent is the span's own (its parent span's event, or the session
+        for a root)."""
         p = sp.parent_span_id
+        if not p:
+            return session_of(sp), None, True
+        if p in t.stored:  # the common case: the parent is stored
+            return event_id_of(sp.trace_id, p), None, True
         for _ in range(_MAX_DEPTH):
+            if p in t.stored:
+                return event_id_of(sp.trace_id, p), None, False
+            if p not in t.dropped:
+                return session_of(sp), p, False  # not seen yet: the session until it comes
+            p = t.dropped[p]
             if not p:
                 break
-            if p in t.stored:
-                return event_id_of(sp.trace_id, p), None
-            if p not in t.dropped:
-                return session_of(sp), p  # not seen yet: the session until it comes
-            p = t.dropped[p]
-        return session_of(sp), None
+        return session_of(sp), None, False
