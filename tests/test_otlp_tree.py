@@ -295,3 +295,35 @@ def test_openllmetrys_json_encoded_strings_are_decoded() -> None:
     assert ev["inputs"] == {"value": "Paris"} and ev["outputs"] == {"message": "18C, sunny"}
     assert mapped({"traceloop.span.kind": "tool", "traceloop.entity.output": '"cut'})[
         "outputs"] == {"message": '"cut'}  # not JSON: kept as sent
+
+
+def test_the_span_exporter_keeps_an_ancestor_as_a_chain(
+        threaded_collector: ThreadedCollector) -> None:
+    """The span exporter shares the mapping: a web span kept because an LLM span descends
+    from it is a chain event; a sibling HTTP span with the session context is left out."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from hh_exporter import SyncExporter
+    from hh_exporter.integrations.otel import HoneyHiveSpanExporter
+
+    c = threaded_collector.collector
+    assert c is not None
+    hh = SyncExporter(api_key=TOKEN, api_url=c.url, linger=0.02)
+    span_exporter = HoneyHiveSpanExporter(hh)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+    tracer = provider.get_tracer("app")
+    with tracer.start_as_current_span("GET /ask", attributes=WEB) as root:
+        with tracer.start_as_current_span(
+                "GET /health", attributes={**WEB, "traceloop.association.properties.x": "1"}):
+            pass
+        with tracer.start_as_current_span("chat", attributes=CHAT_ATTRS):
+            pass
+    provider.shutdown()
+    assert span_exporter.stats == {"exported": 2, "not_genai": 1}, span_exporter.stats
+    sid = str(uuid.UUID(int=root.get_span_context().trace_id))
+    _, body = threaded_collector.run(http_json(c.url, f"/sessions/{sid}/events"))
+    got = {e["event_name"]: e for e in body["events"]}
+    assert got["GET /ask"]["event_type"] == "chain" and got["GET /ask"]["parent_id"] == sid
+    assert got["chat"]["parent_id"] == got["GET /ask"]["event_id"]

@@ -148,7 +148,10 @@ class HoneyHiveSpanExporter(SpanExporter):
 
     def _one(self, sp: SpanData) -> None:
         key = sp.trace_id + sp.span_id
-        wanted = self._wanted.pop(key, None) is not None
+        # The values are None: ask for the key (``pop(key, None) is not None`` never held).
+        wanted = key in self._wanted
+        if wanted:
+            del self._wanted[key]
         if not (self._include_all or wanted or is_genai(sp)):
             self.stats["not_genai"] += 1
             return
