@@ -22,7 +22,8 @@ import msgspec
 
 from ._otlp import SpanData
 
-__all__ = ["GENAI_PREFIXES", "event_id_of", "is_genai", "map_span", "session_of"]
+__all__ = ["CONTEXT_PREFIXES", "GENAI_PREFIXES", "event_id_of", "is_genai", "map_span",
+           "session_of"]
 
 _NS = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/hh-exporter/otel-span")
 #: Attribute prefixes that make a span an LLM-app span (the rest is HTTP, DB, ...).
@@ -30,7 +31,10 @@ GENAI_PREFIXES = ("gen_ai.", "llm.", "openinference.", "traceloop.", "honeyhive"
 
 _OP_TYPES = {"chat": "model", "text_completion": "model", "generate_content": "model",
              "invoke_agent": "chain", "create_agent": "chain", "invoke_workflow": "chain",
-             "execute_tool": "tool", "embeddings": "tool", "retrieval": "tool"}
+             "execute_tool": "tool", "embeddings": "model", "retrieval": "tool"}
+# HoneyHive's own table: the official SDK 1.7.0 (tracer/processing/span_processor.py:29-41)
+# keeps it "to agree with the mapping HoneyHive applies at ingestion", so embeddings are
+# model events and retrieval tool events.
 _OI_TYPES = {"LLM": "model", "CHAIN": "chain", "AGENT": "chain", "TOOL": "tool",
              "RETRIEVER": "tool", "EMBEDDING": "tool", "RERANKER": "tool", "GUARDRAIL": "tool",
              "EVALUATOR": "tool", "PROMPT": "tool"}
@@ -52,8 +56,9 @@ _TOKENS = (  # (metadata names, attribute spellings in priority order)
      ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens",
       "llm.token_count.prompt_details.cache_read")),
     (("cache_write_input_tokens",),
-     ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_write_input_tokens",
-      "llm.token_count.prompt_details.cache_write")),
+     ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_write.input_tokens",
+      "gen_ai.usage.cache_write_input_tokens", "gen_ai.usage.cache_creation_input_tokens",
+      "llm.token_count.prompt_details.cache_write")),  # cache_write.*: the anthropic SDK's
     (("reasoning_tokens",),
      ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens",
       "llm.token_count.completion_details.reasoning")),
@@ -160,14 +165,24 @@ def session_of(span: SpanData) -> str:
     return sid
 
 
+#: Context that tracers copy onto *every* span (OpenLLMetry's association properties, the
+#: HoneyHive processor's session and project): it says which session, not that the span
+#: is LLM work, so an HTTP or database span carrying it is still not GenAI.
+CONTEXT_PREFIXES = ("traceloop.association.properties.", "honeyhive.session_id",
+                    "honeyhive.session_name", "honeyhive.project", "honeyhive.source",
+                    "honeyhive.parent_id", "honeyhive.session_auto_create")
+
+
 def is_genai(span: SpanData) -> bool:
     """Whether the span speaks any LLM dialect (else it is HTTP, a database, ...)."""
-    return any(k.startswith(GENAI_PREFIXES) for k in span.attributes)
+    return any(k.startswith(GENAI_PREFIXES) and not k.startswith(CONTEXT_PREFIXES)
+               for k in span.attributes)
 
 
 def _json(v: Any) -> Any:
-    """A JSON string's value (attributes carry structures as JSON strings), else ``v``."""
-    if isinstance(v, str) and v[:1] in ("[", "{"):
+    """A JSON string's value (attributes carry structures as JSON strings, and OpenLLMetry
+    its entities' strings as JSON too: ``"\"18C\""``), else ``v``."""
+    if isinstance(v, str) and v[:1] in ("[", "{", '"'):
         try:
             return msgspec.json.decode(v)
         except msgspec.DecodeError:
@@ -243,6 +258,14 @@ def _flatten_message(m: Any) -> dict[str, Any]:
                 calls.append({"id": p.get("id"), "type": "function", "function": {
                     "name": p.get("name"), "arguments": arguments if isinstance(
                         arguments, str) else json.dumps(arguments)}})
+            elif kind == "tool_call_response":
+                # The GenAI semconv's ToolCallResponsePart: the tool's result, answering
+                # the call ``id`` (OpenAI's shape: a tool message with tool_call_id).
+                response = p.get("response", p.get("result"))
+                texts.append(response if isinstance(response, str)
+                             else "" if response is None else json.dumps(response))
+                if p.get("id") is not None:
+                    out["tool_call_id"] = p["id"]
             elif kind is None or kind == "text":
                 content = p.get("content")
                 if isinstance(content, str):
@@ -259,6 +282,8 @@ def _flatten_message(m: Any) -> dict[str, Any]:
         if calls:
             out["tool_calls"] = [_tool_call(c) for c in calls] if isinstance(calls, list) \
                 else calls
+        if m.get("tool_call_id") is not None:  # a tool message: which call it answers
+            out["tool_call_id"] = m["tool_call_id"]
     if m.get("finish_reason"):
         out["finish_reason"] = m["finish_reason"]
     return out
@@ -278,26 +303,36 @@ def _indexed(a: dict[str, Any], prefix: str, used: set[str]) -> list[dict[str, A
     return [rows[i] for i in sorted(rows)]
 
 
-def _event_type(a: dict[str, Any]) -> str:
+def _event_type(a: dict[str, Any], ancestor: bool) -> str:
     t = a.get("honeyhive_event_type") or a.get("honeyhive_event_type_raw")
     if isinstance(t, str) and t in ("model", "chain", "tool"):
         return t
     op = a.get("gen_ai.operation.name")
     oi = a.get("openinference.span.kind")
     tl = a.get("traceloop.span.kind")
-    t = _OP_TYPES.get(op) if isinstance(op, str) else None
+    # The SDK lower-cases the operation name before its table (span_processor.py:1246).
+    t = (_OP_TYPES.get(op) or _OP_TYPES.get(op.lower())) if isinstance(op, str) else None
     if t is None and isinstance(oi, str):
         t = _OI_TYPES.get(oi.upper())
     if t is None and isinstance(tl, str):
         t = _TL_TYPES.get(tl)
     if t is None and (a.get("gen_ai.request.model") or a.get("llm.model_name")):
         t = "model"
-    return t or "tool"
+    # A span kept only as the ancestor of LLM work groups that work: a chain (reference
+    # §1.5 "their ancestors as chain events"); any other untyped span is HoneyHive's
+    # default, a tool.
+    return t or ("chain" if ancestor else "tool")
 
 
-def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
+def map_span(span: SpanData, *, source: str | None = None, ancestor: bool = False,
+             parent_id: str | None = None) -> dict[str, Any]:
     """The HoneyHive event of ``span`` (a dict in the ``/events`` shape). Never raises for
-    any attribute values; a span without ids is the caller's to refuse."""
+    any attribute values; a span without ids is the caller's to refuse.
+
+    ``ancestor``: the span speaks no LLM dialect and is kept because LLM spans descend
+    from it (it becomes a ``chain`` unless a rule types it). ``parent_id``: the event to
+    hang it under when the caller knows better than the span's own parent (the nearest
+    stored ancestor, when the parent was left out)."""
     a = span.attributes
     used: set[str] = set()
 
@@ -312,8 +347,9 @@ def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
     used.update(("honeyhive.session_id", "traceloop.association.properties.session_id",
                  "honeyhive_session_id"))
     eid = event_id_of(span.trace_id, span.span_id)
-    parent = event_id_of(span.trace_id, span.parent_span_id) if span.parent_span_id else sid
-    etype = _event_type(a)
+    parent = parent_id or (event_id_of(span.trace_id, span.parent_span_id)
+                           if span.parent_span_id else sid)
+    etype = _event_type(a, ancestor)
     used.update(("honeyhive_event_type", "honeyhive_event_type_raw"))
     # The decorators' buckets (honeyhive_inputs.*, ...), which are the event's own fields.
     buckets: dict[str, dict[str, Any]] = {
@@ -436,9 +472,12 @@ def map_span(span: SpanData, *, source: str | None = None) -> dict[str, Any]:
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 for n in _TOKENS[i][0]:
                     metadata.setdefault(n, v)
-    if "total_tokens" not in metadata and isinstance(metadata.get("prompt_tokens"), int) \
-            and isinstance(metadata.get("completion_tokens"), int):
-        metadata["total_tokens"] = metadata["prompt_tokens"] + metadata["completion_tokens"]
+    if "total_tokens" not in metadata:
+        # Derived from the parts given: an embeddings span has only input tokens.
+        parts = [n for n in (metadata.get("prompt_tokens"), metadata.get("completion_tokens"))
+                 if isinstance(n, int) and not isinstance(n, bool)]
+        if parts:
+            metadata["total_tokens"] = sum(parts)
     cost = take("llm.cost.total", "gen_ai.usage.cost") if "cost" in groups else None
     if isinstance(cost, (int, float)) and not isinstance(cost, bool):
         metrics.setdefault("cost", cost)

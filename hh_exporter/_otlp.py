@@ -1,4 +1,5 @@
-"""OTLP/HTTP trace requests decoded into plain spans: JSON or protobuf, gzip or not.
+"""OTLP/HTTP trace requests decoded into plain spans: JSON or protobuf; gzip, deflate
+(zlib or raw, as clients send it) or none.
 
 What OpenTelemetry exporters send to ``/v1/traces`` (and the official HoneyHive tracer to
 ``{server_url}/opentelemetry/v1/traces``). JSON per the OTLP spec: ids as hex strings,
@@ -16,7 +17,12 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["OTLPError", "SpanData", "Spans", "decode_request"]
+__all__ = ["ENCODINGS", "OTLPError", "SpanData", "Spans", "UnsupportedEncoding",
+           "decode_request"]
+
+#: The Content-Encodings a request may come in (the OTel Collector's otlphttp receiver
+#: takes these; OTel's Python exporter sends gzip or deflate).
+ENCODINGS = ("gzip", "x-gzip", "deflate", "identity", "")
 
 #: The most a decompressed request may hold (a gzip bomb stops here).
 MAX_DECOMPRESSED = 64 * 1024 * 1024
@@ -24,6 +30,11 @@ MAX_DECOMPRESSED = 64 * 1024 * 1024
 
 class OTLPError(ValueError):
     """A request that is not OTLP: its message says why (answered 400)."""
+
+
+class UnsupportedEncoding(OTLPError):
+    """A Content-Encoding this server does not read (answered 415, as OTLP/HTTP servers
+    answer a media they do not take)."""
 
 
 @dataclass(slots=True)
@@ -53,13 +64,20 @@ def decode_request(body: bytes, content_type: str, encoding: str = "") -> Spans:
     """The spans of one ``ExportTraceServiceRequest``; OTLPError if it is not one. Spans
     that cannot be read (no ids, a value of the wrong type) are left out and listed in
     :data:`REFUSED` of the returned list (``refused_spans(result)``)."""
-    enc = encoding.lower()
-    if enc == "gzip":
+    enc = encoding.strip().lower()
+    if enc in ("gzip", "x-gzip"):
         # aiohttp's server already inflates gzip request bodies; other hosts may not.
         if body[:2] == b"\x1f\x8b":
-            body = _gunzip(body)
-    elif enc and enc != "identity":
-        raise OTLPError(f"unsupported Content-Encoding {encoding!r} (gzip or none)")
+            body = _inflate(body, 16 + zlib.MAX_WBITS, "gzip")
+    elif enc == "deflate":
+        # HTTP's "deflate" is zlib (RFC 9110 §8.4.1.2), but clients send raw deflate too
+        # (as browsers learned to accept): a zlib header says which.
+        zlib_header = len(body) >= 2 and body[0] & 0x0F == 8 and (
+            body[0] << 8 | body[1]) % 31 == 0
+        body = _inflate(body, zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS, "deflate")
+    elif enc not in ENCODINGS:
+        raise UnsupportedEncoding(
+            f"unsupported Content-Encoding {encoding!r} (gzip, deflate or identity)")
     if content_type == "application/json":
         try:
             req = msgspec.json.decode(body)
@@ -78,12 +96,14 @@ def decode_request(body: bytes, content_type: str, encoding: str = "") -> Spans:
                     f"got {content_type!r}")
 
 
-def _gunzip(body: bytes) -> bytes:
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+def _inflate(body: bytes, wbits: int, name: str) -> bytes:
+    d = zlib.decompressobj(wbits)
     try:
         out = d.decompress(body, MAX_DECOMPRESSED + 1)
     except (zlib.error, gzip.BadGzipFile) as exc:
-        raise OTLPError(f"invalid gzip body: {exc}") from None
+        raise OTLPError(f"invalid {name} body: {exc}") from None
+    if not d.eof and len(out) <= MAX_DECOMPRESSED:
+        raise OTLPError(f"invalid {name} body: truncated")
     if len(out) > MAX_DECOMPRESSED:
         raise OTLPError(f"the decompressed body exceeds {MAX_DECOMPRESSED} bytes")
     return out

@@ -17,7 +17,13 @@ counter: delivered, or dropped with a reason. How each answer to a batch is hand
 
 =========================  ==============================================================
 2xx                        delivered; a body with ``success: false`` or fewer ``event_ids``
-                           than events sent is counted as ``unconfirmed`` (and warned)
+                           than events sent, or JSON that does not parse, is counted as
+                           ``unconfirmed`` (and warned)
+2xx not the API's          a content type that is not JSON, or JSON that is not the API's
+                           answer (no object with ``event_ids``, ``success``,
+                           ``session_id`` or ``event_id``): a captive portal or a wrong
+                           ``api_url`` answered, nothing was stored. Retried like a 5xx,
+                           then ``retries_exhausted``; logged once with what answered
 5xx with ``event_ids`` +   final (partial success): listed ids ``delivered``, the rest
 ``errors``                 ``rejected`` with the server's errors; never retried, because
                            the API does not deduplicate and a retry would store the good
@@ -394,6 +400,12 @@ class Sender:
             # Cancelled mid-request: free a probe slot without judging the server.
             self.breaker.release()
             raise
+        if 200 <= resp.status < 300:
+            why = _not_the_api(resp)
+            if why is not None:
+                self.breaker.record(False)
+                self._not_the_api(resp, path, why)
+                raise RetryableStatus(resp.status, None, f"not the API's answer: {why}")
         if resp.status in RETRYABLE_STATUSES and not final(resp):
             self.breaker.record(False)
             detail = _detail(resp.body)
@@ -436,6 +448,19 @@ class Sender:
             log.error("hh_exporter: the API answered a redirect (HTTP %d: %s); redirects are "
                       "not followed: check api_url (events are dropped as 'rejected')",
                       status, detail)
+
+    def _not_the_api(self, resp: Response, path: str, why: str) -> None:
+        """Note a 2xx that is not the API's: logged once per exporter, saying what answered
+        (the URL, never the key) and with what."""
+        url = resp.url or path
+        self.counters.last_error = f"HTTP {resp.status} from {url}: not the API's answer: {why}"
+        if "not_api" in self._logged:
+            return
+        self._logged["not_api"] = 0.0
+        log.error("hh_exporter: %s answered HTTP %d with %s, which is not the HoneyHive API's "
+                  "answer: check api_url (a web page, a captive portal or a proxy answered); "
+                  "the events are retried, then dropped as 'retries_exhausted'",
+                  url, resp.status, why)
 
     def _warn(self, key: str, msg: str, *args: object) -> None:
         """A warning at most once per 10 s per kind: an outage must not flood the log."""
@@ -564,6 +589,42 @@ class Sender:
         self.counters.last_error = f"HTTP {resp.status}: {errors}"
         self._resolve(flight, ok, None, None, resp.status)
         self._resolve(flight, refused, "rejected", errors, resp.status)
+
+
+class _Shape(msgspec.Struct):
+    """The keys by which an answer is the API's (``PostEventBatchResponse``,
+    ``PostEventResponse``, ``PostSessionStartResponse``: each requires one of them)."""
+
+    event_ids: list[str] | None = None
+    success: bool | None = None
+    session_id: str | None = None
+    event_id: str | None = None
+
+
+_decode_shape = msgspec.json.Decoder(_Shape).decode
+
+
+def _is_json_type(ctype: str) -> bool:
+    return ctype in ("application/json", "text/json") or ctype.endswith("+json")
+
+
+def _not_the_api(resp: Response) -> str | None:
+    """Why a 2xx is not the API's answer, or None if it may be. The API always answers
+    JSON: another media type means something else answered. A JSON body that does not
+    parse stays the API's (counted unconfirmed): a cut answer, not a stranger."""
+    ctype = resp.content_type
+    if ctype is not None and not _is_json_type(ctype):
+        return f"Content-Type {ctype or '(none)'} ({len(resp.body)} bytes)"
+    try:
+        shape = _decode_shape(resp.body)
+    except msgspec.ValidationError as exc:  # JSON, but not shaped as the API answers
+        return f"a JSON body not the API's ({str(exc)[:80]})"
+    except msgspec.DecodeError:
+        return None
+    if shape.event_ids is None and shape.success is None and shape.session_id is None \
+            and shape.event_id is None:
+        return "a JSON body with none of event_ids, success, session_id, event_id"
+    return None
 
 
 def _never_final(resp: Response) -> bool:

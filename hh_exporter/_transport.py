@@ -31,13 +31,19 @@ MAX_ANSWER_BYTES = 256 * 1024
 class Response:
     """An HTTP answer, reduced to what the sender needs."""
 
-    __slots__ = ("body", "retry_after", "status")
+    __slots__ = ("body", "content_type", "retry_after", "status", "url")
 
-    def __init__(self, status: int, body: bytes = b"", retry_after: float | None = None) -> None:
+    def __init__(self, status: int, body: bytes = b"", retry_after: float | None = None, *,
+                 content_type: str | None = None, url: str | None = None) -> None:
         self.status = status
         self.body = body
         #: ``Retry-After`` in seconds from now, if the server sent one.
         self.retry_after = retry_after
+        #: The media type answered (lower case, no parameters); None when the transport
+        #: does not say (an in-memory one), which is taken as JSON.
+        self.content_type = content_type
+        #: What answered: the URL without credentials or query (for the log), if known.
+        self.url = url
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {len(self.body)} bytes>"
@@ -115,6 +121,10 @@ class AiohttpTransport:
         self._proxy = _env_proxy(self._base_url) if trust_env else None
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        parts = urlsplit(self._base_url)
+        # For the log: never the credentials a URL may carry, nor a query's.
+        self._shown_url = f"{parts.scheme}://{parts.hostname or ''}" + (
+            f":{parts.port}" if parts.port else "") + parts.path
 
     def __repr__(self) -> str:
         return f"AiohttpTransport({self._base_url!r})"
@@ -146,8 +156,8 @@ class AiohttpTransport:
                                     allow_redirects=False) as resp:
                 data = await _read_capped(resp, MAX_ANSWER_BYTES)
                 return Response(
-                    resp.status, data, parse_retry_after(resp.headers.get("Retry-After"))
-                )
+                    resp.status, data, parse_retry_after(resp.headers.get("Retry-After")),
+                    content_type=resp.content_type, url=self._shown_url + path)
         except TimeoutError as exc:
             raise RequestTimeoutError(f"no response from {self._base_url}{path} in time") from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:

@@ -120,15 +120,43 @@ async def log_and_flush(url: str, **kw: Any) -> Any:
 
 
 @pytest.mark.parametrize("body", [
-    (b"<html><body>Welcome to the hotel wifi</body></html>", "text/html"),
-    (b"OK", "text/plain"),
-    (b'{"status": "received"}', "application/json"),
+    (b"<html><body>Sign in to HoneyHive</body></html>", "text/html; charset=utf-8",
+     "text/html"),
+    (b"OK", "text/plain", "text/plain"),
+    (b'{"status": "received"}', "application/json", "none of event_ids"),
+    (b'["ok"]', "application/json", "not the API's"),
 ])
-async def test_a_200_that_is_not_the_api_is_unconfirmed(body: tuple[bytes, str]) -> None:
-    """A 200 with HTML, plain text or JSON without event_ids: delivered, all unconfirmed."""
-    async with RawServer(serve_each(lambda n: answer("200 OK", body[0], ctype=body[1]))) as srv:
+async def test_a_200_that_is_not_the_api_is_a_failed_attempt(
+        body: tuple[bytes, str, str], caplog: pytest.LogCaptureFixture) -> None:
+    """A 200 that is not the API's answer (a login page from the web app's address, a
+    captive portal's text, JSON without any of the API's keys): the events went nowhere.
+    Each attempt fails, as a 5xx would; then every event is dropped as retries_exhausted,
+    none counted delivered; one log line says what answered (URL and content type), never
+    the key."""
+    page, ctype, said = body
+    async with RawServer(serve_each(lambda n: answer("200 OK", page, ctype=ctype))) as srv:
+        url = srv.url
+        with caplog.at_level("WARNING", logger="hh_exporter"):
+            st = await log_and_flush(url)
+    assert st.delivered == 0 and st.unconfirmed == 0
+    assert st.dropped["retries_exhausted"] == N
+    # max_attempts=2: every request was tried twice, and the second try counted a retry.
+    assert len(srv.requests) == st.requests and st.requests == 2 * st.retries > 0
+    lines = [r.getMessage() for r in caplog.records if "not the HoneyHive API" in r.getMessage()]
+    assert len(lines) == 1, caplog.text
+    assert f"{url}/events/model/batch answered HTTP 200" in lines[0] and said in lines[0]
+    assert TOKEN not in caplog.text and TOKEN not in (st.last_error or "")
+    assert said in (st.last_error or "")
+
+
+async def test_a_200_with_json_content_type_but_a_cut_body_stays_unconfirmed() -> None:
+    """``nonjson``: the JSON content type the API sends, a body that does not parse (cut
+    short by a proxy). That is the API's answer read badly, not a stranger: delivered and
+    counted unconfirmed, not retried (a retry would store the events twice)."""
+    async with RawServer(serve_each(lambda n: answer("200 OK", b'{"event_ids": ["a'))) as srv:
         st = await log_and_flush(srv.url)
-    assert st.delivered == N and st.unconfirmed == N
+    assert st.delivered == N and st.unconfirmed == N and st.retries == 0
+    assert len(srv.requests) == st.requests
 
 
 @pytest.mark.parametrize("status", ["301 Moved Permanently", "302 Found", "307 Temporary Redirect",
@@ -247,3 +275,26 @@ async def test_a_bad_status_line_is_a_transport_error(status_line: bytes) -> Non
     async with RawServer(serve_each(lambda n: status_line)) as srv:
         st = await log_and_flush(srv.url)
     assert st.dropped["retries_exhausted"] == N
+
+
+async def test_a_web_apps_login_page_for_a_session_start_delivers_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``api_url`` set to the web app's address: its login page answers the session start
+    too. The session is not started (its events are dropped with it, counted), nothing is
+    delivered, and the log names what answered once."""
+    page = b"<!doctype html><html><title>HoneyHive</title><body>Log in</body></html>"
+    async with RawServer(serve_each(lambda n: answer("200 OK", page, ctype="text/html"))) as srv:
+        url = srv.url
+        with caplog.at_level("WARNING", logger="hh_exporter"):
+            async with exporter(url) as hh:
+                s = hh.session(session_name="app")
+                for i in range(N):
+                    s.log_model_event(**model_fields(i))
+                await hh.flush(10)
+            st = hh.stats()
+    assert_balanced(st)
+    assert st.delivered == 0 and st.sessions_started == 0 and st.sessions_failed == 1
+    assert st.dropped["session_failed"] == N
+    lines = [r.getMessage() for r in caplog.records if "not the HoneyHive API" in r.getMessage()]
+    assert len(lines) == 1 and f"{url}/session/start" in lines[0] and "text/html" in lines[0]
+    assert TOKEN not in caplog.text

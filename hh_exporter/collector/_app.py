@@ -57,10 +57,11 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from .._otel_map import is_genai, map_span
-from .._otlp import OTLPError, decode_request
+from .._otel_map import map_span
+from .._otlp import OTLPError, UnsupportedEncoding, decode_request
 from . import _schema as S
 from ._faults import Faults, FaultState
+from ._otlp_tree import SpanTree
 from ._store import EventRow, SessionRow, Store, open_store
 
 __all__ = ["Collector", "build_app"]
@@ -127,6 +128,8 @@ class _Ingest:
         #: why), and those whose attributes the sender had already cut.
         self.otlp: Counter[str] = Counter()
         self.otlp_refused: Counter[str] = Counter()
+        #: The spans seen per trace, so that a parent in another request is linked.
+        self.span_tree = SpanTree()
 
     # -- the common envelope of every request ----------------------------------------------
 
@@ -383,55 +386,58 @@ class _Ingest:
 
     async def otlp_traces(self, request: web.Request) -> web.Response:
         """``POST /opentelemetry/v1/traces`` (where the official tracer exports) and
-        ``/v1/traces``: OTLP/HTTP JSON or protobuf, gzip or not. Spans become events with
-        the same mapping as the span exporter, stored under their session as HoneyHive's
-        backend stores them; spans of no LLM dialect that are no ancestor of one are left
-        out, and counted."""
+        ``/v1/traces``: OTLP/HTTP JSON or protobuf; gzip, deflate or identity (another
+        encoding answers 415). Spans become events with the same mapping as the span
+        exporter, stored under their session as HoneyHive's backend stores them; spans of
+        no LLM dialect that are no ancestor of one are left out, and counted. A parent in
+        another request is linked (``_otlp_tree``)."""
+        encoding = request.headers.get("Content-Encoding", "")
         try:
-            body = await request.read()  # aiohttp inflates a gzip body here
+            # aiohttp inflates gzip and deflate bodies (zlib or raw) here; anything else
+            # arrives as sent, and decode_request answers for it.
+            body = await request.read()
         except web.HTTPException:
             raise
         except Exception as exc:  # noqa: BLE001 - a body that does not inflate
-            return _json({"code": 3, "message": f"invalid gzip body: {type(exc).__name__}"},
-                         400)
+            return _json({"code": 3, "message": f"invalid {encoding or 'compressed'} body: "
+                          f"{type(exc).__name__}"}, 400)
         self.bytes_received += len(body)
         ctype = request.content_type
+        inflated = encoding.strip().lower() in ("gzip", "x-gzip", "deflate")
         try:
-            spans = decode_request(body, ctype, request.headers.get("Content-Encoding", ""))
+            spans = decode_request(body, ctype, "identity" if inflated else encoding)
+        except UnsupportedEncoding as exc:
+            return _json({"code": 3, "message": str(exc)}, 415)
         except OTLPError as exc:
             return _json({"code": 3, "message": str(exc)}, 400)  # 3: INVALID_ARGUMENT
         self.otlp["spans_received"] += len(spans) + len(spans.refused)
-        # A span is kept if it speaks an LLM dialect, or is an ancestor of one that does.
-        by_id = {sp.span_id: sp for sp in spans}
-        keep: set[str] = set()
-        for sp in spans:
-            if is_genai(sp):
-                node: Any = sp
-                while node is not None and node.span_id not in keep:
-                    keep.add(node.span_id)
-                    node = by_id.get(node.parent_span_id or "")
-        rows: list[EventRow] = []
         refused: list[str] = list(spans.refused)  # spans that could not even be read
         for why in spans.refused:
             self.otlp_refused[why.split(":", 1)[0]] += 1
-        for sp in spans:
-            if sp.span_id not in keep:
-                self.otlp["spans_not_genai"] += 1
-                continue
+        plan = self.span_tree.plan(spans)
+        self.otlp["spans_not_genai"] += plan.not_genai
+        rows: list[EventRow] = []
+        for p in plan.store:
+            sp = p.span
             if sp.dropped_attributes:
                 self.otlp["spans_truncated"] += 1
             try:
-                ev = map_span(sp)
+                ev = map_span(sp, ancestor=p.ancestor, parent_id=p.parent_id)
                 data = _encode(ev)
             except Exception as exc:  # noqa: BLE001 - one span's fault, not the request's
                 why = f"{type(exc).__name__}: {str(exc)[:100]}"
                 self.otlp_refused[why] += 1
                 refused.append(f"span {sp.span_id}: {why}")
                 continue
+            self.otlp["spans_reparented"] += p.reparented
             rows.append((ev["event_id"], ev["session_id"], ev["event_type"],
                          "/opentelemetry/v1/traces", data))
         if rows:
             await self._store(rows, [])
+        if plan.updates:
+            # After this request's rows: a child and its parent may be in the same write.
+            await self.store.set_parents(plan.updates)
+            self.otlp["parents_linked_later"] += len(plan.updates)
         self.otlp["events_stored"] += len(rows)
         return _otlp_answer(ctype, len(refused), "; ".join(refused[:5]))
 
@@ -462,6 +468,11 @@ class _Ingest:
                      "events_stored": self.otlp["events_stored"],
                      "spans_not_genai": self.otlp["spans_not_genai"],
                      "spans_truncated": self.otlp["spans_truncated"],
+                     # Stored under an ancestor other than their parent span's event (the
+                     # parent left out, or not come yet: then the session) ...
+                     "spans_reparented": self.otlp["spans_reparented"],
+                     # ... and of those, re-pointed when their ancestor came later.
+                     "parents_linked_later": self.otlp["parents_linked_later"],
                      "spans_refused": sum(self.otlp_refused.values()),
                      "refused_by_reason": dict(self.otlp_refused)},
         })

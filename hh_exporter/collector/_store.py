@@ -75,6 +75,12 @@ class Store(Protocol):
         """Merge ``patch`` into the stored event(s) with this id; False if there is none."""
         ...
 
+    async def set_parents(self, parents: list[tuple[str, str]]) -> int:
+        """Set the ``parent_id`` of stored events, given as (event_id, parent_id); return
+        how many rows changed. (The OTLP route links a child to an ancestor that came in
+        a later request; this is not ``PUT /events``, whose rules the spec sets.)"""
+        ...
+
     async def session_events(self, session_id: str) -> list[bytes]:
         """Stored event bodies of a session, in arrival order."""
         ...
@@ -125,6 +131,10 @@ class NullStore:
     async def update_event(self, event_id: str, patch: bytes) -> bool:
         """Nothing is stored, so nothing can be updated."""
         return False
+
+    async def set_parents(self, parents: list[tuple[str, str]]) -> int:
+        """Nothing is stored, so nothing changes."""
+        return 0
 
     async def session_events(self, session_id: str) -> list[bytes]:
         """Always empty: nothing is stored."""
@@ -297,6 +307,18 @@ class SQLiteStore:
             return cur.rowcount > 0
 
         return bool(await self._call(job))
+
+    async def set_parents(self, parents: list[tuple[str, str]]) -> int:
+        """Set ``parent_id`` in the stored bodies of these events (every copy of each)."""
+
+        def job(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(
+                "UPDATE events SET body = CAST(json_set(CAST(body AS TEXT), '$.parent_id', ?)"
+                " AS BLOB) WHERE event_id = ?", [(pid, eid) for eid, pid in parents])
+            return conn.total_changes - before
+
+        return int(await self._call(job))
 
     async def session_events(self, session_id: str) -> list[bytes]:
         """Stored bodies of a session's events, in arrival order."""

@@ -148,7 +148,10 @@ class HoneyHiveSpanExporter(SpanExporter):
 
     def _one(self, sp: SpanData) -> None:
         key = sp.trace_id + sp.span_id
-        wanted = self._wanted.pop(key, None) is not None
+        # The values are None: ask for the key (``pop(key, None) is not None`` never held).
+        wanted = key in self._wanted
+        if wanted:
+            del self._wanted[key]
         if not (self._include_all or wanted or is_genai(sp)):
             self.stats["not_genai"] += 1
             return
@@ -159,7 +162,9 @@ class HoneyHiveSpanExporter(SpanExporter):
         if sp.dropped_attributes:
             self.stats["truncated"] += 1
         try:
-            fields = map_span(sp)
+            # Kept only because LLM spans descend from it: a chain grouping their work.
+            fields = map_span(sp, ancestor=wanted and not self._include_all
+                              and not is_genai(sp))
             # The mapping chose the session; it travels as the Session, which gates the event.
             session = self._session(fields.pop("session_id"), sp)
             self._log(GENERIC_ROUTE, fields, session)
