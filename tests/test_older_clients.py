@@ -1,0 +1,72 @@
+"""The older official clients against the collector: ``honeyhive-logger`` 0.0.11 (beside
+the 1.x SDK, it has no dependencies) and ``honeyhive`` 0.2.57 (in an environment of its own:
+it pins ``traceloop-sdk==0.42.0``, which cannot sit beside 1.7's OpenTelemetry).
+
+What these clients send and what they make of the answers is theirs, not ours: each call
+must come back as the real API answers it (``reference/honeyhive-api-behaviour.md``, "What
+the official Python SDK expects back"), and change the stored session or event as SPEC-DP
+``LegacyUpdateEventRequest`` says (outputs replaced, the object fields merged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import honeyhive_logger  # a pinned test dependency (pyproject: test extra)
+
+from hh_exporter.collector import Collector
+
+from .conftest import TOKEN, http_json
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def call(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    return await asyncio.to_thread(fn, *args, **kw)
+
+
+async def events_of(c: Collector, sid: str) -> dict[str, dict[str, Any]]:
+    _, body = await http_json(c.url, f"/sessions/{sid}/events")
+    return {e["event_id"]: e for e in body["events"]}
+
+
+async def test_honeyhive_logger_start_log_update(collector: Collector) -> None:
+    """``start`` answers the session id, ``log`` the event id; ``update`` of the event and
+    of the session (its docstring's first example) both succeed at once (a 404 would make
+    the logger retry for 7 s, then raise) and change what is stored."""
+    common = {"api_key": TOKEN, "server_url": collector.url}
+    sid = await call(honeyhive_logger.start, project="p", session_name="logged",
+                     source="test", inputs={"q": "capital?"}, metadata={"stage": "start"},
+                     **common)
+    assert uuid.UUID(sid)
+    eid = await call(honeyhive_logger.log, project="p", session_id=sid, event_name="lookup",
+                     event_type="tool", inputs={"q": "capital?"}, outputs={"a": 1, "b": 2},
+                     metadata={"k": 1}, **common)
+    assert uuid.UUID(eid)
+    await call(honeyhive_logger.update, event_id=eid, outputs={"answer": "Paris"},
+               metadata={"graded": True}, feedback={"rating": 5}, **common)
+    await call(honeyhive_logger.update, event_id=sid, metadata={"status": "completed"},
+               outputs={"final": "Paris"}, user_properties={"user": "ada"},
+               duration_ms=42, **common)
+
+    ev = (await events_of(collector, sid))[eid]
+    assert ev["event_type"] == "tool" and ev["session_id"] == sid
+    assert ev["outputs"] == {"answer": "Paris"}  # replaced
+    assert ev["metadata"] == {"k": 1, "graded": True} and ev["feedback"] == {"rating": 5}
+    _, props = await http_json(collector.url, f"/sessions/{sid}")
+    assert props["session_name"] == "logged" and props["inputs"] == {"q": "capital?"}
+    assert props["metadata"] == {"stage": "start", "status": "completed"}
+    assert props["outputs"] == {"final": "Paris"} and props["duration"] == 42
+    assert props["user_properties"] == {"user": "ada"}
+    _, stats = await http_json(collector.url, "/stats")
+    assert stats["requests"]["PUT /events"] == {"200": 2}
+    assert stats["orphan_events"] == 0
