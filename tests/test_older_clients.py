@@ -11,10 +11,6 @@ the official Python SDK expects back"), and change the stored session or event a
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path

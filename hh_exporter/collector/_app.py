@@ -529,8 +529,10 @@ def _row(
     sessions: list[SessionRow],
 ) -> EventRow:
     """The stored row of one validated event; a ``session`` event also starts its session
-    (the data model's "a session is itself an event", BEH §1; honeyhive-daemon does this)."""
-    sid = ev.session_id or batch_sid
+    (the data model's "a session is itself an event", BEH §1; honeyhive-daemon does this).
+    In a single-session batch every event is stored under the batch's session: "all events
+    share the same session created from session_properties" (SPEC-DP:473-474)."""
+    sid = batch_sid or ev.session_id or None
     etype = "model" if model else (ev.event_type or "chain")
     if etype == "session":
         sid = sid or eid
