@@ -11,6 +11,11 @@ the official Python SDK expects back"), and change the stored session or event a
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -66,3 +71,62 @@ async def test_honeyhive_logger_start_log_update(collector: Collector) -> None:
     _, stats = await http_json(collector.url, "/stats")
     assert stats["requests"]["PUT /events"] == {"200": 2}
     assert stats["orphan_events"] == 0
+
+
+LOCK = ROOT / "tests" / "data" / "honeyhive-0.2.57.txt"
+SCRIPT = ROOT / "tests" / "clients" / "honeyhive_0_2_57.py"
+
+
+def old_sdk_python() -> Path:
+    """The interpreter of an environment holding ``honeyhive==0.2.57`` and exactly the
+    versions of ``LOCK`` (installed without resolving: the resolver alone takes minutes over
+    traceloop-sdk's pins). Built once, kept under the gitignored ``.venv-honeyhive-0.2.57``
+    and rebuilt when the lock changes."""
+    home = ROOT / ".venv-honeyhive-0.2.57"
+    python = home / "bin" / "python"
+    stamp = home / "lock.sha256"
+    digest = hashlib.sha256(LOCK.read_bytes()).hexdigest()
+    if python.exists() and stamp.exists() and stamp.read_text() == digest:
+        return python
+    if home.exists():
+        shutil.rmtree(home)
+    subprocess.run([sys.executable, "-m", "venv", str(home)], check=True, timeout=120)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps",
+                    "--disable-pip-version-check", "-r", str(LOCK)],
+                   check=True, timeout=600)
+    stamp.write_text(digest)
+    return python
+
+
+async def test_honeyhive_0_2_57_logging_update_and_enrich_session(collector: Collector) -> None:
+    """honeyhive 0.2.57 (its own environment): the tracer starts its session, ``create_event``
+    and a single-session ``create_model_event_batch`` answer their ids, ``update_event``
+    answers 200, and ``enrich_session`` (which swallows a failure) lands in the session:
+    outputs replaced, metadata merged."""
+    python = await call(old_sdk_python)
+    proc = await asyncio.create_subprocess_exec(
+        str(python), str(SCRIPT), collector.url, TOKEN,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    out = json.loads(stdout.decode().strip().splitlines()[-1])
+    sid = out["session_id"]
+    assert uuid.UUID(sid)
+    assert out["create_event"]["status"] == 200 and out["create_event"]["success"]
+    assert out["model_batch"]["status"] == 200 and len(out["model_batch"]["event_ids"]) == 2
+    assert out["update_event"]["status"] == 200
+
+    evs = await events_of(collector, sid)
+    eid = out["create_event"]["event_id"]
+    assert set(evs) == {eid, *out["model_batch"]["event_ids"]}
+    assert evs[eid]["outputs"] == {"answer": "Paris"}  # replaced
+    assert evs[eid]["metadata"] == {"k": 1, "graded": True}  # merged
+    assert all(evs[m]["event_type"] == "model" and evs[m]["session_id"] == sid
+               for m in out["model_batch"]["event_ids"])
+    _, props = await http_json(collector.url, f"/sessions/{sid}")
+    assert props["session_name"] == "old-sdk"
+    assert props["outputs"] == {"final": "Paris"}
+    assert props["metadata"] == {"stage": "end", "keep": 1}
+    assert props["feedback"] == {"rating": 5} and props["user_properties"] == {"user": "ada"}
+    _, stats = await http_json(collector.url, "/stats")
+    assert stats["requests"]["PUT /events"] == {"200": 3}
