@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -121,3 +123,44 @@ async def test_the_official_sdk_gets_what_the_real_api_answers(collector: Collec
     assert props["session_name"] == "client-chosen" and props["user_properties"] == {
         "user": "ada"}
     assert json.loads(json.dumps(props))  # plain JSON
+
+
+ENRICH = Path(__file__).parent / "clients" / "honeyhive_1_7_enrich.py"
+
+
+async def test_the_official_sdks_update_and_enrich_session_change_what_is_stored(
+    collector: Collector,
+) -> None:
+    """SDK 1.7's ``HoneyHiveTracer.enrich_session`` (a ``PUT /events`` on the session's id,
+    "sessions are events in the backend"; run in a process of its own) and its
+    ``events.update`` on an event answer 200 as the real API does, and change the stored
+    session and event as SPEC-DP ``LegacyUpdateEventRequest`` says: outputs replaced, the
+    object fields merged, an empty ``children_ids`` ignored."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ENRICH), collector.url, TOKEN,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    sid = stdout.decode().strip().splitlines()[-1]
+    assert b"Failed to enrich session" not in stdout + stderr
+    client = HoneyHive(api_key=TOKEN, base_url=collector.url)
+    ev = await call(client.events.create, LegacyPostEventRequest(event={
+        "session_id": sid, "parent_id": sid, "event_type": "tool", "event_name": "lookup",
+        "inputs": {"q": "x"}, "outputs": {"a": 1, "b": 2}, "metadata": {"k": 1}}))
+    assert await call(client.events.update, LegacyUpdateEventRequest(
+        event_id=ev.event_id, outputs={"c": 3}, metadata={"graded": True},
+        children_ids=[])) is None
+
+    [stored] = [e for e in (await http_json(collector.url, f"/sessions/{sid}/events"))[1][
+        "events"] if e["event_id"] == ev.event_id]
+    assert stored["outputs"] == {"c": 3}  # replaced, not merged
+    assert stored["metadata"] == {"k": 1, "graded": True}
+    assert "children_ids" not in stored  # an empty array is ignored
+    _, props = await http_json(collector.url, f"/sessions/{sid}")
+    assert props["session_name"] == "enriched"  # the tracer's own session start
+    assert props["outputs"] == {"final": "ok"}  # replaced
+    assert props["metadata"]["stage"] == "end" and props["metadata"]["keep"] == 1  # merged
+    assert props["feedback"] == {"rating": 5} and props["metrics"] == {"latency_ms": 250}
+    assert props["user_properties"] == {"user": "ada"}
+    _, stats = await http_json(collector.url, "/stats")
+    assert stats["requests"]["PUT /events"] == {"200": 3}

@@ -223,18 +223,19 @@ class _Ingest:
             raise _BadRequest(f"invalid JSON: {exc}") from None
         single = bool(req.single_session if req.single_session is not None
                       else req.is_single_session)
-        props = req.session_properties or req.session
+        props = req.session_properties if req.session_properties is not None else req.session
         sessions: list[SessionRow] = []
         batch_sid: str | None = None
         if single:
-            # The classic single-session envelope creates the session with the batch.
-            batch_sid = _valid_uuid(props.session_id if props else None) or next(
+            # The classic single-session envelope creates the session with the batch; an
+            # id that is no UUID ("" included) is replaced (SPEC-DP:117-118).
+            batch_sid = _valid_uuid(S.props_session_id(props)) or next(
                 (e.session_id for e in evs if e is not None and e.session_id), None) or str(
                 uuid.uuid4())
             sessions.append((batch_sid, _props_json(props)))
             self._enveloped(batch_sid)
-        elif props is not None and props.session_id:
-            sessions.append((props.session_id, _props_json(props)))
+        elif named := S.props_session_id(props):
+            sessions.append((named, _props_json(props)))
         ids = [None if e is None else (e.event_id or str(uuid.uuid4())) for e in evs]
         self.events_received += len(ids)
         self.generations["legacy"] += len(ids)
@@ -315,7 +316,11 @@ class _Ingest:
         return await self._one(body, model=False)
 
     async def update_event(self, body: bytes, partial: bool) -> web.Response:
-        """``PUT /events``: merge ``LegacyUpdateEventRequest`` fields into a stored event."""
+        """``PUT /events``: apply ``LegacyUpdateEventRequest`` to a stored event, or to a
+        session: a session is an event (BEH "What the official Python SDK expects back":
+        every official client enriches a session with ``PUT /events`` on its id, and the
+        real API answers 200 and merges into the session). How each field changes the
+        event is ``_update.apply_update``'s (the spec's field descriptions)."""
         req = self._decode("PUT /events", body)
         patch = {k: v for k, v in msgspec.to_builtins(req).items()
                  if v is not None and k != "event_id"}
@@ -343,7 +348,7 @@ class _Ingest:
         batch_sid: str | None = None
         props = req.session_properties
         if req.single_session:
-            batch_sid = _valid_uuid(props.session_id if props else None) or str(uuid.uuid4())
+            batch_sid = _valid_uuid(S.props_session_id(props)) or str(uuid.uuid4())
             sessions.append((batch_sid, _props_json(props)))
             self._enveloped(batch_sid)
         ids: list[str | None] = [e.event_id or str(uuid.uuid4()) for e in req.events]
@@ -535,19 +540,34 @@ def _row(
     sessions: list[SessionRow],
 ) -> EventRow:
     """The stored row of one validated event; a ``session`` event also starts its session
-    (the data model's "a session is itself an event", BEH §1; honeyhive-daemon does this)."""
-    sid = ev.session_id or batch_sid
+    (the data model's "a session is itself an event", BEH §1; honeyhive-daemon does this).
+    In a single-session batch every event is stored under the batch's session: "all events
+    share the same session created from session_properties" (SPEC-DP:473-474)."""
+    sid = batch_sid or ev.session_id or None
     etype = "model" if model else (ev.event_type or "chain")
     if etype == "session":
         sid = sid or eid
         sessions.append((sid, _event_session_json(raw)))
     body = bytes(raw)
-    # Stored as sent, plus what the server assigned: the id it answered with, the session
-    # of a single-session envelope.
-    if ev.event_id is None:
-        body = _splice(body, "event_id", eid)
-    if ev.session_id is None and sid is not None:
-        body = _splice(body, "session_id", sid)
+    # Stored as sent, plus what the server assigned, so that the body says what the row
+    # and the answer say: the id it answered with (SPEC-DP: "generates a UUIDv4 if
+    # omitted"; an empty id is no id, and is replaced as well), the session of a
+    # single-session envelope or of a session event, and on the model routes
+    # ``event_type: "model"``, which "the legacy route sets server-side" (SPEC-DP:585).
+    assigned: dict[str, str | None] = {}
+    if ev.event_id != eid:
+        assigned["event_id"] = eid
+    if ev.session_id != sid and (sid is not None or ev.session_id == ""):
+        assigned["session_id"] = sid
+    if model and ev.event_type != "model":
+        assigned["event_type"] = "model"
+    if assigned:
+        present = {"event_id": ev.event_id, "session_id": ev.session_id,
+                   "event_type": ev.event_type if model else None}
+        if any(present[k] is not None for k in assigned):
+            body = _reassign(body, assigned)  # rare: a sent value is replaced
+        else:
+            body = _splice(body, assigned)
     return (eid, sid, etype, path, body)
 
 
@@ -571,10 +591,23 @@ def _otlp_answer(ctype: str, rejected: int, message: str) -> web.Response:
     return _json({})
 
 
-def _splice(body: bytes, key: str, value: str) -> bytes:
+def _splice(body: bytes, fields: dict[str, str | None]) -> bytes:
+    """Prepend ``fields`` (none of them in ``body``) to a JSON object without parsing it."""
     rest = body.strip()[1:].lstrip()
     sep = b"" if rest[:1] == b"}" else b","
-    return b"{" + _encode(key) + b":" + _encode(value) + sep + rest
+    head = b",".join(_encode(k) + b":" + _encode(v) for k, v in fields.items())
+    return b"{" + head + sep + rest
+
+
+def _reassign(body: bytes, fields: dict[str, str | None]) -> bytes:
+    """Replace (``None``: remove) keys of a JSON object that already has some of them."""
+    doc: dict[str, Any] = msgspec.json.decode(body)
+    for key, value in fields.items():
+        if value is None:
+            doc.pop(key, None)
+        else:
+            doc[key] = value
+    return _encode(doc)
 
 
 def _valid_uuid(value: str | None) -> str | None:
@@ -589,10 +622,7 @@ def _valid_uuid(value: str | None) -> str | None:
 
 def _props_json(props: Any) -> bytes:
     """Session properties of a batch envelope (legacy or v1), without nulls or the id."""
-    if props is None:
-        return b"{}"
-    d = msgspec.to_builtins(props)
-    return _encode({k: v for k, v in d.items() if v is not None and k != "session_id"})
+    return _encode(S.props_dict(props))
 
 
 def _event_session_json(raw: msgspec.Raw) -> bytes:

@@ -34,6 +34,8 @@ __all__ = [
     "batch_decoder",
     "event_decoder",
     "format_error",
+    "props_dict",
+    "props_session_id",
 ]
 
 Obj = dict[str, Any]
@@ -90,10 +92,10 @@ _REAL_MODEL_TYPES: dict[str, Any] = {
 }
 
 
-def _no_null(name: str, t: Any) -> Any:
+def _no_null(name: str, t: Any, nullable: tuple[str, ...] = ("error",)) -> Any:
     """``T | None`` -> ``T``: the spec types optional fields without ``null`` (absent is
-    fine, ``null`` is not), except ``error``, which it types ``string | null``."""
-    if name == "error":
+    fine, ``null`` is not), except those it types ``T | null`` (an event's ``error``)."""
+    if name in nullable:
         return t
     args = typing.get_args(t)
     if type(None) not in args:
@@ -103,12 +105,14 @@ def _no_null(name: str, t: Any) -> Any:
 
 
 def _struct(name: str, fields: list[tuple[str, Any]], required: dict[str, Any],
-            types: dict[str, Any] | None = None, **options: Any) -> Any:
+            types: dict[str, Any] | None = None, nullable: tuple[str, ...] = ("error",),
+            **options: Any) -> Any:
     """A Struct of ``fields``: the ``required`` ones, and the rest optional (absent, never
-    ``null`` unless the spec allows it)."""
+    ``null`` unless the spec allows it: the ``nullable`` ones)."""
     types = types or {}
     spec = [
-        (n, required[n]) if n in required else (n, _no_null(n, types.get(n, t)), None)
+        (n, required[n]) if n in required
+        else (n, _no_null(n, types.get(n, t), nullable), None)
         for n, t in fields
     ]
     return msgspec.defstruct(name, spec, kw_only=True, **options)
@@ -120,50 +124,63 @@ EventStrict = _struct("EventStrict", _EVENT, _STRICT_EVENT)
 EventLax = _struct("EventLax", _EVENT, _REAL_EVENT)
 
 
-class SessionProps(msgspec.Struct, kw_only=True):
-    """``session_properties`` (or its alias ``session``) of a batch; all optional."""
-
-    session_name: str | None = None
-    source: str | None = None
-    session_id: str | None = None
-    config: Obj | None = None
-    inputs: Obj | None = None
-    outputs: Obj | None = None
-    error: str | None = None
-    user_properties: Obj | None = None
-    metrics: Obj | None = None
-    feedback: Obj | None = None
-    metadata: Obj | None = None
-    start_time: float | None = None
+#: ``SessionProperties`` (SPEC-DP), the ``session_properties`` (or its alias ``session``) of a
+#: legacy or v1 batch: ``session_name``, ``start_time``, ``user_properties`` and ``metadata``
+#: are typed, and typed without ``null``; everything else is ``additionalProperties: {}``,
+#: any JSON value (``session_id`` included: a value that is no UUID string names no session,
+#: and the server generates one, SPEC-DP:117-118). The other keys a session keeps are read
+#: raw, to be stored as sent.
+SessionProps = _struct("SessionProps", [
+    ("session_name", str | None), ("start_time", float | None),
+    ("user_properties", Obj | None), ("metadata", Obj | None),
+    *((n, msgspec.Raw | None) for n in ("session_id", "source", "config", "inputs",
+                                         "outputs", "error", "metrics", "feedback")),
+], {})
 
 
-def _batch(name: str, key: str, item: Any) -> type:
-    """A batch envelope whose events are validated in the same pass as the envelope."""
-    return msgspec.defstruct(name, [
-        (key, list[item]), ("single_session", bool | None, None),
-        ("is_single_session", bool | None, None),
-        ("session_properties", SessionProps | None, None), ("session", SessionProps | None, None),
-    ], kw_only=True)
+def props_dict(props: Any) -> dict[str, Any]:
+    """The properties of a ``SessionProps`` as builtins, without the absent or ``null`` ones
+    (a session keeps no ``null`` property) and without ``session_id``."""
+    out: dict[str, Any] = {}
+    if props is None:
+        return out
+    for name in props.__struct_fields__:
+        value = getattr(props, name)
+        if isinstance(value, msgspec.Raw):
+            value = msgspec.json.decode(value)
+        if value is not None and name != "session_id":
+            out[name] = value
+    return out
 
 
-class ModelBatch(msgspec.Struct, kw_only=True):
-    """Body of ``POST /events/model/batch``; events stay raw until validated one by one."""
+def props_session_id(props: Any) -> str | None:
+    """The ``session_id`` a ``SessionProps`` names, if it is a string (it may be any JSON
+    value, SPEC-DP ``SessionProperties``: ``additionalProperties: {}``)."""
+    raw = None if props is None else props.session_id
+    if raw is None:
+        return None
+    value = msgspec.json.decode(raw)
+    return value if isinstance(value, str) else None
 
-    model_events: list[msgspec.Raw]
-    single_session: bool | None = None
-    is_single_session: bool | None = None
-    session_properties: SessionProps | None = None
-    session: SessionProps | None = None
+
+def _batch(name: str, key: str, item: Any) -> Any:
+    """A batch envelope whose events are validated in the same pass as the envelope.
+
+    The envelope's flags and objects may be absent, never ``null``: SPEC-DP types
+    ``single_session``/``is_single_session`` ``boolean`` and ``session_properties``/
+    ``session`` ``SessionProperties`` (an object), none of them nullable."""
+    return _struct(name, [
+        (key, list[item]), ("single_session", bool | None),
+        ("is_single_session", bool | None),
+        ("session_properties", SessionProps | None), ("session", SessionProps | None),
+    ], {key: list[item]})
 
 
-class EventBatch(msgspec.Struct, kw_only=True):
-    """Body of ``POST /events/batch``."""
-
-    events: list[msgspec.Raw]
-    single_session: bool | None = None
-    is_single_session: bool | None = None
-    session_properties: SessionProps | None = None
-    session: SessionProps | None = None
+#: Body of ``POST /events/model/batch`` (SPEC-DP ``PostModelEventBatchRequest``); the
+#: events stay raw until validated one by one.
+ModelBatch = _batch("ModelBatch", "model_events", msgspec.Raw)
+#: Body of ``POST /events/batch`` (SPEC-DP ``LegacyPostEventBatchRequest``).
+EventBatch = _batch("EventBatch", "events", msgspec.Raw)
 
 
 class ModelEventRequest(msgspec.Struct, kw_only=True):
@@ -192,19 +209,15 @@ SessionStart = _struct("SessionStart", [
     ("error", str | None)], {})
 
 
-class UpdateEventRequest(msgspec.Struct, kw_only=True):
-    """Body of ``PUT /events`` (SPEC-DP ``LegacyUpdateEventRequest``)."""
-
-    event_id: str
-    metadata: Obj | None = None
-    feedback: Obj | None = None
-    metrics: Obj | None = None
-    outputs: Obj | None = None
-    config: Obj | None = None
-    user_properties: Obj | None = None
-    duration: float | None = None
-    end_time: float | None = None
-    children_ids: list[str] | None = None
+#: Body of ``PUT /events`` (SPEC-DP ``LegacyUpdateEventRequest``): ``event_id`` required;
+#: the rest optional and typed without ``null``, except ``outputs``, which the spec types
+#: ``object | null`` ("null preserves the existing outputs").
+UpdateEventRequest = _struct("UpdateEventRequest", [
+    ("event_id", str), ("metadata", Obj | None), ("feedback", Obj | None),
+    ("metrics", Obj | None), ("outputs", Obj | None), ("config", Obj | None),
+    ("user_properties", Obj | None), ("duration", float | None), ("end_time", float | None),
+    ("children_ids", list[str] | None),
+], {"event_id": str}, nullable=("outputs",))
 
 
 class SessionStartRequest(msgspec.Struct, kw_only=True):
@@ -224,26 +237,19 @@ V1Event = msgspec.defstruct("V1Event", [
 """``PostEventRequest``: ``event_type`` and ``inputs`` required, nothing unknown."""
 
 
-#: ``SessionProperties`` of a v1 batch (extra keys allowed by the spec).
-V1SessionProps = _struct("V1SessionProps", [
-    ("session_name", str | None), ("session_id", str | None), ("start_time", float | None),
-    ("user_properties", Obj | None), ("metadata", Obj | None)], {})
+#: ``PostEventBatchRequest``: strict envelope and events, validated in one pass; the flag
+#: and the properties may be absent, never ``null`` (SPEC-DP types them ``boolean`` and
+#: ``SessionProperties``), and the properties are as open as the spec's.
+V1Batch = _struct("V1Batch", [
+    ("events", list[V1Event]), ("single_session", bool | None),  # type: ignore[valid-type]
+    ("session_properties", SessionProps | None),
+], {"events": list[V1Event]}, forbid_unknown_fields=True)  # type: ignore[valid-type]
 
-
-class V1Batch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """``PostEventBatchRequest``: strict envelope and events, validated in one pass."""
-
-    events: list[V1Event]  # type: ignore[valid-type]
-    single_session: bool | None = None
-    session_properties: V1SessionProps | None = None  # type: ignore[valid-type]
-
-
-class V1RawBatch(msgspec.Struct, kw_only=True):
-    """The same body, its events left raw (stored as sent)."""
-
-    events: list[msgspec.Raw]
-    single_session: bool | None = None
-    session_properties: V1SessionProps | None = None  # type: ignore[valid-type]
+#: The same body, its events left raw (stored as sent).
+V1RawBatch = _struct("V1RawBatch", [
+    ("events", list[msgspec.Raw]), ("single_session", bool | None),
+    ("session_properties", SessionProps | None),
+], {"events": list[msgspec.Raw]})
 
 
 #: ``StartSessionRequest``: the bare body of ``POST /v1/sessions``, strict.

@@ -19,6 +19,10 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import msgspec
+
+from ._update import apply_update
+
 __all__ = ["EventRow", "NullStore", "SQLiteStore", "SessionRow", "Store", "WriteResult",
            "open_store"]
 
@@ -72,7 +76,8 @@ class Store(Protocol):
         ...
 
     async def update_event(self, event_id: str, patch: bytes) -> bool:
-        """Merge ``patch`` into the stored event(s) with this id; False if there is none."""
+        """Apply an update to the stored event(s) and the session with this id; False if
+        there is neither."""
         ...
 
     async def set_parents(self, parents: list[tuple[str, str]]) -> int:
@@ -160,6 +165,7 @@ class NullStore:
         """Nothing to release."""
 
 
+_encode = msgspec.json.Encoder().encode
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 _UPSERT_SESSION = (
     "INSERT INTO sessions(session_id, properties, started) VALUES (?, ?, 1) "
@@ -298,13 +304,24 @@ class SQLiteStore:
         return result
 
     async def update_event(self, event_id: str, patch: bytes) -> bool:
-        """Merge ``patch`` (RFC 7396) into the stored event(s) with this id."""
+        """Apply an update (``apply_update``) to the stored event(s) with this id and to the
+        session with this id: a session is an event, and ``PUT /events`` on its id changes
+        it (BEH "What the official Python SDK expects back")."""
+        fields: dict[str, Any] = msgspec.json.decode(patch)
 
         def job(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "UPDATE events SET body = CAST(json_patch(CAST(body AS TEXT), ?) AS BLOB) "
-                "WHERE event_id = ?", (patch.decode(), event_id))
-            return cur.rowcount > 0
+            rows = conn.execute("SELECT rowid, body FROM events WHERE event_id = ?",
+                                (event_id,)).fetchall()
+            conn.executemany("UPDATE events SET body = ? WHERE rowid = ?", [
+                (_encode(apply_update(msgspec.json.decode(body), fields)), rowid)
+                for rowid, body in rows])
+            session = conn.execute("SELECT properties FROM sessions WHERE session_id = ?",
+                                   (event_id,)).fetchone()
+            if session is not None:
+                props = apply_update(msgspec.json.decode(session[0]), fields)
+                conn.execute("UPDATE sessions SET properties = ? WHERE session_id = ?",
+                             (_encode(props).decode(), event_id))
+            return bool(rows) or session is not None
 
         return bool(await self._call(job))
 
