@@ -212,6 +212,9 @@ async def test_interrupted_ingest_accounts_for_every_line(
             break
         await asyncio.sleep(0.05)
     assert proc.returncode is None, await proc.communicate()
+    # From now on the server answers too late for the deadline, so a backlog is cut however
+    # fast or slow the reader got on a loaded machine (the in-flight request finishes first).
+    collector.faults.set(Faults(latency=3.0))
     proc.send_signal(signal.SIGINT)
     out_b, err_b = await asyncio.wait_for(proc.communicate(), 30)
     out = out_b.decode()
@@ -222,7 +225,7 @@ async def test_interrupted_ingest_accounts_for_every_line(
     assert num["lines read"] == num["accepted"] + num["rejected"]
     assert num["accepted"] > 0 and num["lines read"] < 20000
     assert num["accepted"] == num["delivered"] + num["dropped"] + num["pending"]
-    assert num["dropped"] > 0  # the 1 s deadline cut the slow server's backlog short
+    assert num["dropped"] > 0  # the 1 s deadline cut the backlog short
     stored = await collector.store.event_ids()  # type: ignore[union-attr]
     # A request cut at the deadline may still have reached the server: counted as dropped
     # by the client (it cannot know), stored by the server. Never more than that.
