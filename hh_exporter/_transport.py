@@ -65,6 +65,10 @@ class Transport(Protocol):
         """Release connections. Idempotent."""
         ...
 
+    # Optional: ``fresh() -> Transport``, a transport with the same settings and no
+    # connections. An exporter inherited across fork() uses it in the child, so that no
+    # socket of the parent's is ever written to; without it the transport is kept.
+
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Parse ``Retry-After`` (delta-seconds or an HTTP date) into seconds from now."""
@@ -107,6 +111,8 @@ class AiohttpTransport:
         user_agent_suffix: str = "",
         trust_env: bool = True,
     ) -> None:
+        self._settings = (base_url, api_key, timeout, max_connections, user_agent_suffix,
+                          trust_env)
         self._base_url = base_url.rstrip("/")
         self._headers = {
             "Authorization": f"Bearer {api_key}",
@@ -128,6 +134,12 @@ class AiohttpTransport:
 
     def __repr__(self) -> str:
         return f"AiohttpTransport({self._base_url!r})"
+
+    def fresh(self) -> AiohttpTransport:
+        """The same transport with no connections (for a forked child)."""
+        url, key, timeout, limit, suffix, trust_env = self._settings
+        return AiohttpTransport(url, key, timeout=timeout, max_connections=limit,
+                                user_agent_suffix=suffix, trust_env=trust_env)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:

@@ -46,31 +46,30 @@ async def run(url: str, mode: str, child: str) -> dict[str, dict[str, object]]:
 # A child forked from inside a running loop cannot sys.exit() through that loop (it would
 # unwind the parent's loop state, shared epoll registrations included): like multiprocessing's
 # children, it leaves with os._exit, which the "running" cases do.
-CASES = [(m, c) for m in ("sync", "preloaded", "running") for c in ("exit", "own", "inherited")
-         if (m, c) != ("running", "exit")]
+CASES = [(m, c) for m in ("sync", "preloaded", "running", "imported")
+         for c in ("exit", "own", "inherited") if (m, c) != ("running", "exit")]
 
 
 @pytest.mark.parametrize(("mode", "child"), CASES)
 async def test_fork(collector: Collector, mode: str, child: str) -> None:
-    """The parent delivers all its events; the child exits promptly and cleanly; what the
-    child logs on its own exporter is delivered; the inherited exporter refuses in the child
-    when it was running, and starts afresh when it never had (preloaded)."""
+    """The parent delivers all its events (one logged at import by an exporter nobody
+    started included, at interpreter exit); the child exits promptly and cleanly; what the
+    child logs, on its own exporter or on the inherited one (which restarts empty in the
+    child, however the parent held it), is delivered; nothing of the parent's is sent twice."""
     res = await run(collector.url, mode, child)
     parent = res["parent"]
     assert parent["child_exit"] == 0
     parent_ids = parent["ids"]
     assert isinstance(parent_ids, list) and parent["delivered"] == len(parent_ids)
     child_ids: list[object] = []
-    if child == "own" or (child == "inherited" and mode == "preloaded"):
+    if child != "exit":
         got = res["child"]
         child_ids = list(got["ids"])  # type: ignore[call-overload]
         assert got["delivered"] == len(child_ids) == 3
-    elif child == "inherited":
-        got = res["child"]
-        assert str(got["log"]).startswith("refused") and "fork" in str(got["log"])
-        assert got["balanced"] is True
-        if mode == "sync":
-            assert str(got["flush"]).startswith("refused")
+        if "balanced" in got:
+            assert got["balanced"] is True
+        if "flushed" in got:
+            assert got["flushed"] is True
     assert collector.store is not None
     stored = await collector.store.event_ids()
     assert sorted(stored) == sorted(parent_ids + child_ids)  # each once, nothing else
