@@ -7,6 +7,8 @@ parent. MODE says how the parent holds its exporter when it forks:
 * ``preloaded``: an Exporter created at import time, never started (gunicorn --preload);
 * ``running``: an Exporter running on the parent's loop, forked from inside a coroutine
   (the child leaves with ``os._exit``, as multiprocessing's children do);
+* ``pool``: a started SyncExporter, and a ``multiprocessing`` pool (fork) whose workers log
+  through it: they leave through multiprocessing's exit hooks, never through atexit;
 * ``imported``: an Exporter created at import time that logged one event there and is
   never started by anyone: the parent leaves (and so does the child, after logging through
   the inherited exporter) counting on the flush at interpreter exit.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import sys
 from typing import Any
@@ -119,6 +122,28 @@ async def parent_running() -> None:
         child_exit=os.waitstatus_to_exitcode(status))
 
 
+POOLED: hh_exporter.SyncExporter | None = None
+
+
+def log_in_worker(_: int) -> str:
+    assert POOLED is not None
+    return POOLED.log_model_event(**FIELDS)
+
+
+def parent_pool() -> None:
+    global POOLED
+    POOLED = hh_exporter.SyncExporter(**OPTS)
+    ids = [POOLED.log_model_event(**FIELDS) for _ in range(5)]
+    pool = multiprocessing.get_context("fork").Pool(2)
+    child_ids = pool.map(log_in_worker, range(3), chunksize=1)
+    pool.close()  # the workers leave at once, each delivering what it logged
+    pool.join()
+    ids += [POOLED.log_model_event(**FIELDS) for _ in range(5)]
+    POOLED.close()
+    say("child", ids=child_ids, delivered=len(child_ids))  # the store has the last word
+    say("parent", ids=ids, delivered=POOLED.stats().delivered, child_exit=0)
+
+
 IMPORTED = hh_exporter.Exporter(**OPTS) if MODE == "imported" else None
 IMPORT_ID = IMPORTED.log_model_event(**FIELDS) if IMPORTED is not None else None
 
@@ -140,7 +165,9 @@ def parent_imported() -> None:
     say("parent", ids=[IMPORT_ID], delivered=1, child_exit=os.waitstatus_to_exitcode(status))
 
 
-if MODE == "imported":
+if MODE == "pool":
+    parent_pool()
+elif MODE == "imported":
     parent_imported()
 elif MODE == "sync":
     parent_sync()

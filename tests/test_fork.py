@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -48,6 +49,7 @@ async def run(url: str, mode: str, child: str) -> dict[str, dict[str, object]]:
 # children, it leaves with os._exit, which the "running" cases do.
 CASES = [(m, c) for m in ("sync", "preloaded", "running", "imported")
          for c in ("exit", "own", "inherited") if (m, c) != ("running", "exit")]
+CASES.append(("pool", "inherited"))  # multiprocessing's fork pool: workers log through it
 
 
 @pytest.mark.parametrize(("mode", "child"), CASES)
@@ -73,3 +75,21 @@ async def test_fork(collector: Collector, mode: str, child: str) -> None:
     assert collector.store is not None
     stored = await collector.store.event_ids()
     assert sorted(stored) == sorted(parent_ids + child_ids)  # each once, nothing else
+
+
+async def test_an_event_logged_at_import_that_cannot_be_delivered_is_reported_at_exit() -> None:
+    """Never started, its API unreachable: the exit flush gives up at close_timeout, and
+    the one close summary counts the event; nothing is lost without a word."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    code = ("import hh_exporter\n"
+            f"hh = hh_exporter.Exporter(api_key='k', api_url={url!r}, close_timeout=1.0,"
+            " backoff_initial=0.05, backoff_max=0.1)\n"
+            "hh.log_model_event(model='m', provider='p', messages=[], response={})\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(SCRIPT.parent.parent)})
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0
+    assert "closed; 1 of 1 accepted events were not delivered (" in err.decode()

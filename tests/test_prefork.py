@@ -82,7 +82,7 @@ async def test_gunicorn_two_workers(collector: Collector, tmp_path: Path, setup:
     try:
         ids = await hammer(f"http://127.0.0.1:{port}/", REQUESTS)
         proc.send_signal(signal.SIGTERM)
-        out, err = await asyncio.wait_for(proc.communicate(), 40)
+        _, err = await asyncio.wait_for(proc.communicate(), 40)
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -90,7 +90,7 @@ async def test_gunicorn_two_workers(collector: Collector, tmp_path: Path, setup:
     log = err.decode()
     assert proc.returncode == 0, log
     assert "Traceback" not in log and "dropped" not in log, log
-    imports = [p.read_text() for p in tmp_path.glob("import-*")]
+    imports = [p.read_text() for p in tmp_path.glob("import-*")]  # noqa: ASYNC240 - tiny
     assert len(imports) == master_events + 2 * worker_events
     assert collector.store is not None
     stored = Counter(await collector.store.event_ids())

@@ -7,7 +7,6 @@ from typing import Any
 
 def post_fork(server: Any, worker: Any) -> None:
     import hh_exporter
-
     from tests.prefork import apps
 
     apps.WORKER = hh_exporter.SyncExporter(**apps.OPTS)
