@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -26,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,7 +116,7 @@ def pct(xs: list[float], p: float) -> float:
 async def wait_ready(port: int) -> None:
     for _ in range(200):  # up to 10 s for the server to import and answer
         try:
-            lat, bad = await drive(port, 100, 1, conns=1)
+            _, bad = await drive(port, 100, 1, conns=1)
             if not bad:
                 return
         except OSError:
@@ -151,8 +153,16 @@ async def main(rate: float, seconds: float, rounds: int) -> None:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        # Each exporter closed with its server: what reached the sink, against what was logged
+        # (three modes log one event per request: the probe, the warm-up and the rounds).
+        req = urllib.request.Request(url + "/stats", headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: ASYNC210 - at the end
+            got = json.loads(r.read())
         sink.terminate()
         sink.wait()
+    logged = 3 * (1 + int(rate) + rounds * n)
+    print(f"events: logged {logged:,}, received {got['events_received']:,}, "
+          f"orphans {got['orphan_events']}, duplicates {got['duplicate_event_ids']}")
 
     def med(mode: str, k: int) -> float:
         return statistics.median(r[k] for r in res[mode])
