@@ -877,11 +877,13 @@ class Exporter:
                       "%r", exc)
             return
         self._runner = runner
-        # multiprocessing's children leave with os._exit, past atexit: its own exit hooks
-        # run there, so the flush at exit is registered with them too.
-        mp_util = sys.modules.get("multiprocessing.util")
-        if mp_util is not None:
-            mp_util.Finalize(None, _flush_at_exit, exitpriority=100)
+        # multiprocessing's children (and billiard's, Celery's fork of it) leave with
+        # os._exit, past atexit: their own exit hooks run there, so the flush at exit is
+        # registered with them too.
+        for name in ("multiprocessing.util", "billiard.util"):
+            mp_util = sys.modules.get(name)
+            if mp_util is not None:
+                mp_util.Finalize(None, _flush_at_exit, exitpriority=100)
 
     def _refusal(self) -> str:
         if self._state is _State.FORKED:
