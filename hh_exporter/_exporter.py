@@ -164,14 +164,7 @@ class Exporter:
         self._announce_lock = threading.Lock()
         # The largest event a batch body can carry.
         self._max_event = config.max_batch_bytes - body_overhead()
-        self._buffer = Buffer(
-            max_events=config.max_buffer_events,
-            max_bytes=config.max_buffer_bytes,
-            max_batch_events=config.max_batch_events,
-            max_batch_bytes=config.max_batch_bytes,
-            linger=config.linger,
-            drop_oldest=config.overflow == "drop_oldest",
-        )
+        self._buffer = _new_buffer(config)
         self._counters = Counters()
         self._own_transport = transport is None
         self._transport: Transport = transport or AiohttpTransport(
@@ -963,9 +956,9 @@ class Exporter:
         self._progress = None
         self._closed = None
         self._runner = None
-        self._buffer.drain_all()
-        self._buffer.starts.clear()
+        self._buffer = _new_buffer(self.config)  # starts, envelopes and all: the parent's
         self._counters = Counters()
+        self._announce_lock = threading.Lock()  # the parent may have held it at fork()
         self._failed_sessions.clear()
         self._last_drop_log.clear()
         self._lock = threading.Lock()
@@ -1038,6 +1031,17 @@ def _flush_at_exit() -> None:
     concurrent.futures.wait(futures, timeout=limit)
     for _, runner in jobs:
         runner.stop(1.0)
+
+
+def _new_buffer(c: ExporterConfig) -> Buffer:
+    return Buffer(
+        max_events=c.max_buffer_events,
+        max_bytes=c.max_buffer_bytes,
+        max_batch_events=c.max_batch_events,
+        max_batch_bytes=c.max_batch_bytes,
+        linger=c.linger,
+        drop_oldest=c.overflow == "drop_oldest",
+    )
 
 
 def _spool_writer(c: ExporterConfig) -> SpoolWriter | None:

@@ -187,17 +187,21 @@ async def test_encodable_extras_are_documented_types() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-async def test_child_after_fork_restarts_empty_and_parent_goes_on(collector: Collector) -> None:
+@pytest.mark.parametrize("session_start", ["request", "batch"])
+async def test_child_after_fork_restarts_empty_and_parent_goes_on(
+    collector: Collector, session_start: str
+) -> None:
     """A forked child logs through the parent's running exporter: it restarts there, empty,
-    on a thread of its own, and delivers only the child's event; the parent still delivers
-    its own, each stored once."""
-    async with fast_exporter(collector.url) as hh:
+    on a thread of its own, and delivers only the child's event (in a session of its own);
+    the parent still delivers its own, each stored once."""
+    async with fast_exporter(collector.url, session_start=session_start) as hh:
         first = hh.log_model_event(**model_fields())
+        hh.session(session_name="parent's, never used")  # queued at the fork
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: report what happens, then leave without cleanup
             try:
-                eid = hh.log_model_event(**model_fields())
+                eid = hh.session(session_name="child").log_model_event(**model_fields())
                 asyncio.run(hh.aclose(5.0))
                 st = hh.stats()
                 msg = f"{eid} {st.delivered} {st.accepted}".encode()
