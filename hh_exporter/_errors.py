@@ -6,7 +6,7 @@
     ├── ConfigError (also ValueError)     invalid configuration, raised at construction
     ├── EventError (also ValueError)      an event the caller logged is invalid or unencodable
     │   └── EventTooLargeError            larger than a batch may be
-    ├── ExporterClosedError               closed, failed, or inherited across fork()
+    ├── ExporterClosedError               closed or failed
     ├── BufferFullError                   ``send(..., timeout=...)`` found no space in time
     └── TransportError                    a request failed; ``retriable`` says whether to try again
         ├── ConnectError                  the connection failed or was dropped (retriable)
@@ -53,7 +53,8 @@ class EventTooLargeError(EventError):
 
 
 class ExporterClosedError(HHExporterError):
-    """The exporter no longer accepts events: closed, failed, or inherited across ``fork()``."""
+    """The exporter no longer accepts events: closed or failed (an exporter inherited across
+    ``fork()`` restarts in the child instead; only its bulk ``offer_encoded`` wants a start)."""
 
 
 class BufferFullError(HHExporterError):

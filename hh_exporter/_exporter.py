@@ -9,15 +9,18 @@ for once after a quiet spell). It never awaits and never does I/O.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import concurrent.futures
 import enum
 import logging
 import os
+import sys
 import threading
 import time
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, Unpack, overload
 
 from ._breaker import CircuitBreaker
@@ -46,6 +49,7 @@ from ._events import (
 )
 from ._replay import Replay
 from ._retry import RetryPolicy
+from ._runner import LoopThread
 from ._sender import Sender
 from ._session import Session
 from ._spool import SpoolWriter
@@ -61,11 +65,17 @@ from ._trace import SpanType, Trace, make_trace
 from ._transport import AiohttpTransport, Transport
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 _Encoder = Callable[[dict[str, Any], str | None, str, str | None], tuple[str, bytes]]
-__all__ = ["Exporter"]
+__all__ = ["Exporter", "in_thread", "start_in_thread", "stop_thread"]
 
 log = logging.getLogger("hh_exporter")
 _live: weakref.WeakSet[Exporter] = weakref.WeakSet()
+# Held by the one thread that restarts an inherited exporter in a forked child.
+_reviving = threading.Lock()
+# The parent's transports, as a child inherited them: kept, never closed or collected here
+# (their sockets and loop are the parent's; a finaliser would warn about, or touch, them).
+_inherited: list[object] = []
 # Events from other threads: the loop is not woken per event (a self-pipe write and a GIL
 # hand-off cost the caller 10-100 µs). While they keep coming, the loop polls the inbox every
 # tick; after _INBOX_IDLE_TICKS quiet ticks it stops, and the next event wakes it once. A
@@ -85,7 +95,7 @@ class _State(enum.Enum):
     CLOSING = "closing"  # aclose() is delivering what it can; new events are refused
     CLOSED = "closed"  # done; new events are refused
     FAILED = "failed"  # the worker died; pending events were dropped as worker_failed
-    FORKED = "forked"  # inherited by a child process; unusable there
+    FORKED = "forked"  # inherited by a child process: empty, restarts on first use there
 
 
 class Exporter:
@@ -154,14 +164,7 @@ class Exporter:
         self._announce_lock = threading.Lock()
         # The largest event a batch body can carry.
         self._max_event = config.max_batch_bytes - body_overhead()
-        self._buffer = Buffer(
-            max_events=config.max_buffer_events,
-            max_bytes=config.max_buffer_bytes,
-            max_batch_events=config.max_batch_events,
-            max_batch_bytes=config.max_batch_bytes,
-            linger=config.linger,
-            drop_oldest=config.overflow == "drop_oldest",
-        )
+        self._buffer = _new_buffer(config)
         self._counters = Counters()
         self._own_transport = transport is None
         self._transport: Transport = transport or AiohttpTransport(
@@ -196,6 +199,10 @@ class Exporter:
         # Sessions whose start failed, most recent last (bounded): their later events are
         # dropped at once instead of landing in a session the API would auto-create.
         self._failed_sessions: OrderedDict[str, str] = OrderedDict()
+        # The loop thread this exporter runs on when it owns one (SyncExporter's, a forked
+        # child's, the atexit flush's); None when it runs on the caller's loop.
+        self._runner: LoopThread | None = None
+        self._renew_transport = False  # inherited across fork(): a fresh one at start
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -217,8 +224,17 @@ class Exporter:
         """Start the background worker on the running loop. Idempotent."""
         if self._state is _State.RUNNING:
             return
+        if self._state is _State.FORKED:  # inherited across fork(): starts afresh here
+            self._state = _State.NEW
+            self._accepting = self._inbox_open = True
         if self._state is not _State.NEW:
             raise ExporterClosedError(self._refusal())
+        if self._renew_transport:
+            self._renew_transport = False
+            fresh = getattr(self._transport, "fresh", None)
+            if callable(fresh):
+                _inherited.append(self._transport)
+                self._transport = fresh()
         loop = asyncio.get_running_loop()
         with self._lock:
             self._loop = loop
@@ -312,6 +328,9 @@ class Exporter:
         Raises:
             ExporterClosedError: Called on another event loop than the exporter's.
         """
+        runner = self._runner
+        if runner is not None and runner.alive and not runner.current():
+            return await runner.wrap(self.flush(timeout))  # it runs on its own loop thread
         timeout = self.config.close_timeout if timeout is None else timeout
         self._check_loop()
         if self._state is _State.NEW:
@@ -346,12 +365,18 @@ class Exporter:
         Whatever is still pending at the deadline is dropped as ``shutdown``. New events are
         refused from the moment it is called.
         """
+        runner = self._runner
+        if runner is not None and runner.alive and not runner.current():
+            await runner.wrap(self.aclose(timeout))  # it runs on its own loop thread
+            runner.stop()
+            return
         if self._state in (_State.CLOSING, _State.CLOSED):
             if self._closed is not None:
                 await self._closed.wait()
             return
-        if self._state is _State.FORKED:
+        if self._state is _State.FORKED:  # inherited, never used here: nothing to deliver
             self._state = _State.CLOSED
+            self._inbox_open = False
             return
         if self._loop is not None and self._loop is not asyncio.get_running_loop():
             # Its loop is gone (a second asyncio.run): nothing can be sent; count what is
@@ -475,7 +500,7 @@ class Exporter:
             ExporterClosedError: The exporter is closed or failed.
         """
         if not self._accepting:
-            raise ExporterClosedError(self._refusal())
+            self._refuse()
         try:
             session_id, body = encode_session(
                 properties, project=self._project, source=self._source,  # type: ignore[arg-type]
@@ -498,7 +523,7 @@ class Exporter:
         carries these properties and creates it.
         """
         if not self._accepting:
-            raise ExporterClosedError(self._refusal())
+            self._refuse()
         self._dispatch(None, session_id, body)
         return Session(self, session_id, body)
 
@@ -530,7 +555,7 @@ class Exporter:
         """
         # _log's steps, inline: a layer of calls costs a tenth of the call's budget.
         if not self._accepting:
-            raise ExporterClosedError(self._refusal())
+            self._refuse()
         wire, sid, event_id, data = self._encode(MODEL_ROUTE, fields, session)  # type: ignore[arg-type]
         self._dispatch(wire, sid, data)
         return event_id
@@ -547,7 +572,7 @@ class Exporter:
         # The hot path. `fields` is a call's own **kwargs dict: completed in place, encoded
         # once. Whether the exporter accepts events is checked here, once, before encoding.
         if not self._accepting:
-            raise ExporterClosedError(self._refusal())
+            self._refuse()
         wire, sid, event_id, data = self._encode(route, fields, session)
         self._dispatch(wire, sid, data)
         return event_id
@@ -820,10 +845,43 @@ class Exporter:
             return self._sender.starts_pending
         return len(self._buffer.starts)
 
+    def _refuse(self) -> None:
+        """The slow path of a call that found the exporter not accepting events: one
+        inherited across fork() restarts here, empty, on a loop thread of its own (so a log
+        call never fails because of a fork); anything else raises ExporterClosedError."""
+        if self._state is _State.FORKED:
+            with _reviving:
+                if self._state is _State.FORKED:
+                    self._revive()
+            if self._accepting:
+                return
+        raise ExporterClosedError(self._refusal())
+
+    def _revive(self) -> None:
+        runner = LoopThread("hh_exporter-child")
+        try:
+            runner.call(self.start(), 30.0)
+        except Exception as exc:  # noqa: BLE001 - the host must not fail because of telemetry
+            runner.stop()
+            self._state = _State.FAILED
+            self._accepting = self._inbox_open = False
+            self._fail_reason = f"it could not restart after fork(): {exc!r}"
+            log.error("hh_exporter: an exporter inherited across fork() could not restart: "
+                      "%r", exc)
+            return
+        self._runner = runner
+        # multiprocessing's children (and billiard's, Celery's fork of it) leave with
+        # os._exit, past atexit: their own exit hooks run there, so the flush at exit is
+        # registered with them too.
+        for name in ("multiprocessing.util", "billiard.util"):
+            mp_util = sys.modules.get(name)
+            if mp_util is not None:
+                mp_util.Finalize(None, _flush_at_exit, exitpriority=100)
+
     def _refusal(self) -> str:
         if self._state is _State.FORKED:
-            return ("this Exporter was created in the parent process before fork(); "
-                    "create a new Exporter in the child")
+            return ("this Exporter was inherited across fork() and has not restarted in this "
+                    "process: log an event or 'await exporter.start()' first")
         if self._state is _State.FAILED:
             return f"the exporter failed and accepts no events: {self._fail_reason}"
         return "the exporter is closed and accepts no events"
@@ -878,34 +936,112 @@ class Exporter:
 
     @property
     def closed(self) -> bool:
-        """Whether the exporter refuses new events (closed, closing, failed or forked)."""
-        return not self._accepting
+        """Whether the exporter refuses new events (closed, closing or failed)."""
+        return not self._accepting and self._state is not _State.FORKED
 
     def _after_fork_in_child(self) -> None:
-        # What was buffered belongs to the parent, which delivers it; the child's copy has
-        # accepted nothing. An exporter that never started (created at import, before a
-        # prefork server forked) starts afresh in the child on its own loop; one that was
-        # running is bound to a loop and a thread the child does not have, and refuses.
-        if self._state is not _State.NEW:
+        # What was buffered belongs to the parent, which delivers it: the child's copy has
+        # accepted nothing, and starts empty on first use (the next log call, or start()),
+        # with its own loop thread, transport and connections. Neither the parent's loop
+        # nor its thread exists here, so nothing of theirs is touched, not even closed.
+        if self._state in (_State.NEW, _State.RUNNING, _State.FORKED):
             self._state = _State.FORKED
+            self._accepting = False  # the slow path of the next log call restarts it
+        else:  # closing, closed or failed in the parent: so it stays
+            self._state = _State.CLOSED if self._state is _State.CLOSING else self._state
             self._accepting = False
         self._loop = None
         self._sender = None
         self._worker = None
-        self._buffer.drain_all()
-        self._buffer.starts.clear()
+        self._progress = None
+        self._closed = None
+        self._runner = None
+        self._buffer = _new_buffer(self.config)  # starts, envelopes and all: the parent's
         self._counters = Counters()
+        self._announce_lock = threading.Lock()  # the parent may have held it at fork()
         self._failed_sessions.clear()
+        self._last_drop_log.clear()
         self._lock = threading.Lock()
         self._inbox = []
-        self._inbox_open = self._accepting
+        self._inbox_open = self._state is _State.FORKED
         self._polling = False
         self._idle_ticks = 0
         self._thread_id = threading.get_ident()
-        # A NEW exporter's transport has opened nothing yet: the child may keep it. The
-        # spool's writer thread, if the parent had one, is not the child's.
+        # Its own transport may hold the parent's connections: a fresh one at start.
+        self._renew_transport = self._own_transport
+        # The spool's writer thread, if the parent had one, is not the child's.
         self._spool_writer = _spool_writer(self.config)
         self._replay = None
+
+
+def start_in_thread(exporter: Exporter, name: str) -> None:
+    """Start ``exporter`` on a loop thread of its own (what SyncExporter runs it on)."""
+    runner = LoopThread(name)
+    try:
+        runner.call(exporter.start(), 30.0)
+    except BaseException:
+        runner.stop()
+        raise
+    exporter._runner = runner
+
+
+def in_thread(exporter: Exporter, make: Callable[[], Coroutine[Any, Any, _T]],
+              timeout: float | None) -> _T:
+    """Block on ``make()`` run where ``exporter`` runs: on its loop thread, or, when it has
+    none in this process (a child that never used what it inherited: nothing is under way),
+    on a short-lived one."""
+    runner = exporter._runner
+    if runner is not None and runner.alive:
+        return runner.call(make(), timeout)
+    spare = LoopThread("hh_exporter-spare")
+    try:
+        return spare.call(make(), timeout)
+    finally:
+        spare.stop()
+
+
+def stop_thread(exporter: Exporter) -> None:
+    """Stop the exporter's own loop thread, if it has one here (after its close)."""
+    runner = exporter._runner
+    if runner is not None:
+        runner.stop()
+
+
+def _flush_at_exit() -> None:
+    """At interpreter exit: close, within their ``close_timeout``, the exporters that hold
+    events and that no one else will close: those running on a loop thread of their own,
+    and those never started (events logged at import, before any loop existed), on a
+    private loop. What cannot be delivered in time is counted and reported in the close
+    summary. Idempotent: atexit and multiprocessing's exit hooks may both call it."""
+    jobs: list[tuple[Exporter, LoopThread]] = []
+    for exporter in list(_live):
+        runner = exporter._runner
+        if exporter._state is _State.RUNNING and runner is not None and runner.alive:
+            jobs.append((exporter, runner))
+        elif exporter._state is _State.NEW and (
+                exporter._buffer.events or exporter._buffer.starts or exporter._inbox):
+            runner = LoopThread("hh_exporter-atexit")
+            exporter._runner = runner
+            jobs.append((exporter, runner))
+    if not jobs:
+        return
+    futures = [asyncio.run_coroutine_threadsafe(e.aclose(), r.loop) for e, r in jobs]
+    # Each close honours its own deadline; the margin only covers a loop that is stuck.
+    limit = max(e.config.close_timeout for e, _ in jobs) + 5.0
+    concurrent.futures.wait(futures, timeout=limit)
+    for _, runner in jobs:
+        runner.stop(1.0)
+
+
+def _new_buffer(c: ExporterConfig) -> Buffer:
+    return Buffer(
+        max_events=c.max_buffer_events,
+        max_bytes=c.max_buffer_bytes,
+        max_batch_events=c.max_batch_events,
+        max_batch_bytes=c.max_batch_bytes,
+        linger=c.linger,
+        drop_oldest=c.overflow == "drop_oldest",
+    )
 
 
 def _spool_writer(c: ExporterConfig) -> SpoolWriter | None:
@@ -916,8 +1052,11 @@ def _spool_writer(c: ExporterConfig) -> SpoolWriter | None:
 
 
 def _after_fork() -> None:
+    global _reviving
+    _reviving = threading.Lock()  # the parent may have held it at fork()
     for exporter in list(_live):
         exporter._after_fork_in_child()
 
 
 os.register_at_fork(after_in_child=_after_fork)
+atexit.register(_flush_at_exit)

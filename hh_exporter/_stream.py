@@ -149,6 +149,7 @@ class RedisTransport:
             raise ConfigError(f"stream_maxlen must be a positive integer or None, got {maxlen!r}")
         if session_ttl <= 0:
             raise ConfigError("session_ttl must be > 0")
+        self._url = redis_url  # for fresh(); never shown
         self.stream = stream
         self.maxlen = maxlen
         self._ttl = max(1, int(session_ttl))
@@ -160,6 +161,11 @@ class RedisTransport:
 
     def __repr__(self) -> str:  # the URL may carry a password: never shown
         return f"RedisTransport(stream={self.stream!r}, maxlen={self.maxlen!r})"
+
+    def fresh(self) -> RedisTransport:
+        """The same transport with no connections (for a forked child)."""
+        return RedisTransport(self._url, self.stream, maxlen=self.maxlen,
+                              session_ttl=float(self._ttl), timeout=self._timeout)
 
     async def post(self, path: str, body: bytes) -> Response:
         """Add ``body`` (a batch, or a session start) to the stream."""

@@ -9,26 +9,21 @@ what it can and never hangs.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import os
-import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar, Unpack, overload
 
 from ._encoding import GENERIC_ROUTE, MODEL_ROUTE
 from ._errors import ExporterClosedError
 from ._events import EventFields, ModelEventFields, SessionFields
-from ._exporter import Exporter
+from ._exporter import Exporter, in_thread, start_in_thread, stop_thread
 from ._session import Session
 from ._stats import ExporterStats
 from ._trace import SpanType, Trace, make_trace
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 __all__ = ["SyncExporter"]
-
-T = TypeVar("T")
 
 
 class SyncExporter:
@@ -43,30 +38,16 @@ class SyncExporter:
 
     def __init__(self, **kwargs: Any) -> None:
         # After fork() (gunicorn --preload, Celery prefork) the child has a copy of this
-        # object but not its loop thread: every blocking call checks the pid first.
-        self._pid = os.getpid()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever,
-                                        name="hh_exporter-sync", daemon=True)
-        self._thread.start()
+        # object but not its loop thread: the exporter restarts there, empty, on its own
+        # thread at the first log call (see Exporter), and the blocking calls below follow
+        # it to whichever thread it runs on.
+        self._exporter: Exporter = self._exporter_class(**kwargs)
+        start_in_thread(self._exporter, "hh_exporter-sync")
         self._closed = False
-        try:
-            self._exporter: Exporter = self._call(self._start(kwargs), None)
-        except BaseException:
-            self._stop_loop()
-            raise
         atexit.register(self.close)
 
     #: What runs on the thread's loop (a subclass may put a StreamExporter there).
     _exporter_class: type[Exporter] = Exporter
-
-    async def _start(self, kwargs: dict[str, Any]) -> Exporter:
-        exporter = self._exporter_class(**kwargs)
-        await exporter.start()
-        return exporter
-
-    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def __repr__(self) -> str:
         return f"<SyncExporter {self._exporter!r}>"
@@ -124,49 +105,37 @@ class SyncExporter:
         return make_trace(self, fn, None, event_type, session, inputs, metadata, config,
                           capture_inputs, capture_outputs)
 
-    def _forked(self) -> bool:
-        return os.getpid() != self._pid
-
     def stats(self) -> ExporterStats:
         """A consistent snapshot, taken on the exporter's loop."""
-        if self._closed or self._forked():
+        if self._closed:
             return self._exporter.stats()
 
         async def snap() -> ExporterStats:
             return self._exporter.stats()
 
-        return self._call(snap(), 10.0)
+        return in_thread(self._exporter, snap, 10.0)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until nothing is pending, or the deadline; see :meth:`Exporter.flush`."""
-        if self._forked():
-            raise ExporterClosedError(
-                "this SyncExporter was created in the parent process before fork(); create "
-                "a new one in the child")
         if self._closed:
             raise ExporterClosedError("the exporter is closed")
         deadline = self._exporter.config.close_timeout if timeout is None else timeout
-        return self._call(self._exporter.flush(deadline), deadline + 5.0)
+        return in_thread(self._exporter, lambda: self._exporter.flush(deadline), deadline + 5.0)
 
     def close(self, timeout: float | None = None) -> None:
-        """Deliver what can be delivered within ``timeout``, then stop the thread. Idempotent."""
+        """Deliver what can be delivered within ``timeout``, then stop the thread. Idempotent.
+
+        In a forked child it closes the child's own exporter; the parent's events are the
+        parent's to deliver."""
         if self._closed:
             return
         self._closed = True
         atexit.unregister(self.close)
-        if self._forked():
-            return  # the parent's exporter: the parent delivers its events, not this child
         deadline = self._exporter.config.close_timeout if timeout is None else timeout
         try:
-            self._call(self._exporter.aclose(deadline), deadline + 5.0)
+            in_thread(self._exporter, lambda: self._exporter.aclose(deadline), deadline + 5.0)
         finally:
-            self._stop_loop()
-
-    def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10.0)
-        if not self._thread.is_alive():
-            self._loop.close()
+            stop_thread(self._exporter)
 
     def __enter__(self) -> SyncExporter:
         return self

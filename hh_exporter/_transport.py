@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from ._errors import ConnectError, RequestTimeoutError, TransportError
 from ._version import __version__
@@ -65,6 +66,10 @@ class Transport(Protocol):
         """Release connections. Idempotent."""
         ...
 
+    # Optional: ``fresh() -> Transport``, a transport with the same settings and no
+    # connections. An exporter inherited across fork() uses it in the child, so that no
+    # socket of the parent's is ever written to; without it the transport is kept.
+
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Parse ``Retry-After`` (delta-seconds or an HTTP date) into seconds from now."""
@@ -107,6 +112,8 @@ class AiohttpTransport:
         user_agent_suffix: str = "",
         trust_env: bool = True,
     ) -> None:
+        self._settings = (base_url, api_key, timeout, max_connections, user_agent_suffix,
+                          trust_env)
         self._base_url = base_url.rstrip("/")
         self._headers = {
             "Authorization": f"Bearer {api_key}",
@@ -125,9 +132,17 @@ class AiohttpTransport:
         # For the log: never the credentials a URL may carry, nor a query's.
         self._shown_url = f"{parts.scheme}://{parts.hostname or ''}" + (
             f":{parts.port}" if parts.port else "") + parts.path
+        # Each route's URL, parsed once: aiohttp parses a str URL on every request.
+        self._urls: dict[str, URL] = {}
 
     def __repr__(self) -> str:
         return f"AiohttpTransport({self._base_url!r})"
+
+    def fresh(self) -> AiohttpTransport:
+        """The same transport with no connections (for a forked child)."""
+        url, key, timeout, limit, suffix, trust_env = self._settings
+        return AiohttpTransport(url, key, timeout=timeout, max_connections=limit,
+                                user_agent_suffix=suffix, trust_env=trust_env)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -143,21 +158,30 @@ class AiohttpTransport:
                 timeout=self._timeout,
                 auto_decompress=True,
                 raise_for_status=False,
+                # The API sets no cookies we need: a real jar filters and parses them on
+                # every request and answer.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
     async def post(self, path: str, body: bytes) -> Response:
         """POST ``body`` to ``base_url + path``; see :class:`Transport`."""
         session = self._get_session()
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(self._base_url + path)
         try:
             # Redirects are not followed: aiohttp would turn a 301/302 POST into a GET without
             # the body, and a captive portal's 200 would then pass for a delivery.
-            async with session.post(self._base_url + path, data=body, proxy=self._proxy,
+            async with session.post(url, data=body, proxy=self._proxy,
                                     allow_redirects=False) as resp:
                 data = await _read_capped(resp, MAX_ANSWER_BYTES)
-                return Response(
-                    resp.status, data, parse_retry_after(resp.headers.get("Retry-After")),
-                    content_type=resp.content_type, url=self._shown_url + path)
+                status = resp.status
+                # Retry-After only matters where the sender may wait: never on a 2xx.
+                retry_after = parse_retry_after(resp.headers.get("Retry-After")) if (
+                    status >= 300) else None
+                return Response(status, data, retry_after, content_type=resp.content_type,
+                                url=self._shown_url + path)
         except TimeoutError as exc:
             raise RequestTimeoutError(f"no response from {self._base_url}{path} in time") from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:

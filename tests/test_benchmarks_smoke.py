@@ -51,3 +51,19 @@ def test_streams_benchmark_smoke() -> None:
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 relays -> API" in proc.stdout and "direct: Exporter -> API" in proc.stdout
+
+
+def test_service_benchmark_smoke() -> None:
+    """A tiny run of the service benchmark: five uvicorn servers answer every request, and
+    every event their exporters logged reaches the collector once; the only orphans are the
+    ``events`` mode's, which have no session (a third of what was logged)."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "service.py"), "--rate", "100",
+         "--seconds", "0.5", "--rounds", "1"], capture_output=True, text=True, timeout=120,
+        cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "sessions10" in proc.stdout and "otel" in proc.stdout
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("events: "))
+    logged, received = (int(x.split()[-1].replace(",", "")) for x in line.split(", ")[:2])
+    orphans = int(line.split("orphans ")[1].split(",")[0])
+    assert logged == received and orphans == logged // 3 and line.endswith("duplicates 0"), line

@@ -69,6 +69,38 @@ async def collector_stats(c: Collector) -> dict[str, Any]:
     return dict(stats)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+async def test_a_forked_child_adds_through_the_inherited_producer(
+    redis_server: RedisServer, rds: Any
+) -> None:
+    """A StreamExporter running in the parent, used in a forked child: the child's copy
+    restarts empty with its own Redis connections; each event is in the stream once."""
+    async with producer(redis_server, "f") as hh:
+        ids = [hh.log_model_event(**model_fields(i)) for i in range(2)]
+        assert await hh.flush(5)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                mine = [hh.log_model_event(**model_fields(i)) for i in range(3)]
+                asyncio.run(hh.aclose(5.0))
+                msg = " ".join([str(hh.stats().delivered), *mine])
+            except BaseException as exc:
+                msg = f"failed {exc!r}"
+            os.write(w, msg.encode())
+            os._exit(0)
+        os.close(w)
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        delivered, *child_ids = os.read(r, 10_000).decode().split()
+        os.close(r)
+        assert os.waitstatus_to_exitcode(status) == 0 and delivered == "3"
+        ids += [hh.log_model_event(**model_fields(i)) for i in range(2)]
+    assert hh.stats().delivered == 4
+    stored = [json.loads(e)["event_id"] for _, f in await rds.xrange("f")
+              for _, e in split_batch(f[b"r"].decode(), f[b"b"])]
+    assert sorted(stored) == sorted(ids + child_ids)
+
+
 async def test_a_session_start_is_in_the_stream_ahead_of_its_events(
     redis_server: RedisServer, rds: Any
 ) -> None:
