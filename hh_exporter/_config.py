@@ -43,14 +43,15 @@ class ExporterConfig:
         source: ``source`` of events and sessions, e.g. ``production``.
         api: ``legacy`` (default: ``/session/start``, ``/events/model/batch``,
             ``/events/batch``) or ``v1`` (``/v1/sessions``, ``/v1/events/batch``, strict
-            bodies; model fields mapped into the generic ones, see the README).
+            bodies; model fields mapped into the generic ones, see the "v1" page of docs/).
         session_start: How a session is created before its events are stored. ``request``
             (default, what every official client does): ``POST /session/start`` (or
             ``/v1/sessions``), and the session's events wait for its 2xx. ``batch``: the
             session's first events travel in one single-session batch
             (``is_single_session: true``; v1: ``single_session: true``) whose
             ``session_properties`` create it; its later events wait for that answer. A
-            session with no events creates no session in this mode. See the README.
+            session with no events creates no session in this mode. See the "Guarantees"
+            page of docs/ (Sessions).
         max_batch_events: A batch closes at this many events.
         max_batch_bytes: A batch body never exceeds this many bytes; a larger event is dropped
             as ``too_large`` when it is logged. Smaller bodies mean less to store twice when

@@ -19,7 +19,7 @@ class StreamExporter(Exporter):
     """An :class:`Exporter` whose batches go to a Redis stream instead of the API.
 
     ``hh-exporter relay`` processes read the stream in a consumer group and deliver to the
-    API; see the README's "Fleets" section for when to use which. Everything else is the
+    API; see the "Fleets" page of docs/ for when to use which. Everything else is the
     exporter's: ``session()``, ``log_model_event``, ``log_event``, ``trace``, ``flush``,
     ``aclose``, stats and the same guarantees, with "delivered" meaning "in the stream".
     A session's start is added ahead of its events, as the API would see it.

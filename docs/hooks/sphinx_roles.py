@@ -1,9 +1,10 @@
-"""MkDocs hook: the docstrings' Sphinx roles (:class:`X`) as links into the API reference.
+"""MkDocs hook: the docstrings' reStructuredText habits rendered as their authors meant.
 
 The package's docstrings name other objects the Sphinx way (``:class:`~hh_exporter.Exporter```,
-``:meth:`flush```); mkdocstrings renders those as the literal role text before the code.
-This turns each into an optional autorefs cross-reference: a link where the name is rendered
-in the API reference (tried as given, then under ``hh_exporter.``), plain code where it is not.
+``:meth:`flush```) and introduce code blocks with ``::``; mkdocstrings renders both
+literally. Each role becomes an optional autorefs cross-reference: a link where the name is
+rendered in the API reference (under ``hh_exporter.`` unless given in full), plain code where
+it is not. ``text::`` before a code block becomes ``text:``, and a lone ``::`` goes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import re
 from typing import Any
 
 _ROLE = re.compile(r":(?:class|meth|func|mod|data|attr|exc|obj):<code>(~?)([\w.]+)</code>")
+_LONE_COLONS = re.compile(r"<p>::</p>\s*(?=<pre)")
+_COLONS = re.compile(r"::</p>(\s*<pre)")
 
 
 def _link(match: re.Match[str]) -> str:
@@ -23,5 +26,7 @@ def _link(match: re.Match[str]) -> str:
 
 
 def on_page_content(html: str, **kwargs: Any) -> str:
-    """Rewrite the roles in one page's HTML; autorefs resolves them once every page is built."""
+    """Rewrite one page's HTML; autorefs resolves the links once every page is built."""
+    html = _LONE_COLONS.sub("", html)
+    html = _COLONS.sub(r":</p>\1", html)
     return _ROLE.sub(_link, html)
