@@ -47,7 +47,9 @@ from hh_exporter._demo import workload
 SEED_EVENT = json.loads(
     (Path(__file__).resolve().parent.parent / "tests/data/seed_model_batch.json").read_text()
 )["model_events"][0]
-TOKEN = secrets.token_urlsafe(16)
+# Hex, not token_urlsafe: one of those in 64 starts with '-', which argparse then takes for
+# an option when the token is passed to the --burst-child process.
+TOKEN = secrets.token_hex(16)
 
 
 def pct(xs: list[float], p: float) -> float:
