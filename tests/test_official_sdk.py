@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from honeyhive import HoneyHive  # a pinned test dependency (pyproject: test extra)
+from honeyhive import HoneyHive  # pinned in pyproject.toml's test dependency group
 from honeyhive._generated.api_config import HTTPException
 from honeyhive._generated.models import (
     LegacyPostEventBatchRequest,

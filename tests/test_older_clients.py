@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import honeyhive_logger  # a pinned test dependency (pyproject: test extra)
+import honeyhive_logger  # pinned in pyproject.toml's test dependency group
 import pytest
 
 from hh_exporter.collector import Collector

@@ -1,4 +1,4 @@
-"""Virtual environments for clients that cannot sit beside the test extra's pins.
+"""Virtual environments for clients that cannot sit beside the test group's pins.
 
 ``cached_venv(name, pins)`` builds a venv holding exactly ``pins`` once, under
 ``$HH_TEST_VENVS`` (default ``~/.cache/hh-exporter/test-venvs``), named by a hash of the

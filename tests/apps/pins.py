@@ -2,7 +2,7 @@
 
 #: The venv "otel-1.45.1". OpenLLMetry 0.62.4 needs OTel's 0.66b1 contrib family
 #: (opentelemetry-instrumentation-threading has no 0.66b2), so OTel 1.45.1: it cannot sit
-#: beside the test extra's 1.45.2.
+#: beside the test group's 1.45.2.
 TRACELOOP = [
     "traceloop-sdk==0.62.4",
     "opentelemetry-instrumentation-openai==0.62.4",
