@@ -6,8 +6,8 @@ per-event ``project``, no ``is_single_session``, no model fields. A model call's
 into the generic fields instead, where HoneyHive renders it (the event schema's rendering
 rules, ``reference/otel-genai-mapping.md`` §1.3-1.4: ``inputs.chat_history``, ``outputs``
 ``{role, content}``, ``config.model``/``provider``, tokens in ``metadata``, cost in
-``metrics``); the README's table lists every field. ``error`` and ``duration`` stay top level,
-where v1 has them.
+``metrics``); the table of the "v1" page of docs/ lists every field. ``error`` and
+``duration`` stay top level, where v1 has them.
 """
 
 from __future__ import annotations
