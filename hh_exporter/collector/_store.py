@@ -106,6 +106,11 @@ class Store(Protocol):
         """Ids of the sessions that were started, not only auto-created."""
         ...
 
+    async def session_ids(self) -> list[str]:
+        """Ids of every stored session, started or auto-created for an orphan event (both
+        exist, and ``PUT /events`` on either id updates it)."""
+        ...
+
     async def close(self) -> None:
         """Commit and release everything. Idempotent."""
         ...
@@ -159,6 +164,10 @@ class NullStore:
 
     async def started_sessions(self) -> list[str]:
         """The sessions started so far."""
+        return sorted(self._started)
+
+    async def session_ids(self) -> list[str]:
+        """The sessions started so far (auto-created ones are not kept)."""
         return sorted(self._started)
 
     async def close(self) -> None:
@@ -387,6 +396,16 @@ class SQLiteStore:
         def job(conn: sqlite3.Connection) -> list[str]:
             return [r[0] for r in conn.execute(
                 "SELECT session_id FROM sessions WHERE started = 1 ORDER BY session_id")]
+
+        result: list[str] = await self._call(job)
+        return result
+
+    async def session_ids(self) -> list[str]:
+        """Ids of every stored session, started or auto-created."""
+
+        def job(conn: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in conn.execute(
+                "SELECT session_id FROM sessions ORDER BY session_id")]
 
         result: list[str] = await self._call(job)
         return result
