@@ -62,6 +62,8 @@ from ._stats import (
     ExporterStats,
 )
 from ._trace import SpanType, Trace, make_trace
+from ._ids import new_id
+from .redact import Redactor, resolve
 from ._transport import AiohttpTransport, Transport
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -83,6 +85,17 @@ _inherited: list[object] = []
 _INBOX_TICK = 0.005
 _INBOX_IDLE_TICKS = 20
 _INBOX_WAKE_AT = 1024
+
+# Inbox routes that carry no event but the count of one withheld by the redact hook.
+_WITHHELD: frozenset[str] = frozenset(("redacted", "redacted_failed"))
+
+
+class _Withheld(Exception):  # noqa: N818 - a signal, not an error
+    """The redact hook dropped the event (counted): the log call returns its id."""
+
+    def __init__(self, event_id: str) -> None:
+        self.event_id = event_id
+
 
 _DEAD_LOOP = ("this exporter's event loop is closed (was it used from a second asyncio.run()?): "
               "create the Exporter inside the loop that uses it, e.g. with "
@@ -124,6 +137,12 @@ class Exporter:
             got (``ingest``'s checkpoint, the stream relay's acknowledgements): a reason in
             ``CUT_REASONS`` means the API never answered for those events. Same rules as
             ``on_drop``.
+        redact: ``True`` runs the built-in rules of :mod:`hh_exporter.redact` on every
+            event's and session's fields before they are encoded (so the wire, the spool
+            and a Redis stream never see the originals); a callable (a
+            :data:`~hh_exporter.redact.Redactor`) runs instead and may return ``None`` to
+            drop the event (counted ``redacted``); one that raises drops it too (counted
+            ``redacted_failed``, logged with the exception's type only). Off by default.
         **options: Any other :class:`ExporterConfig` field, e.g. ``linger=0.5``.
     """
 
@@ -138,6 +157,7 @@ class Exporter:
         transport: Transport | None = None,
         on_drop: DropCallback | None = None,
         on_settled: Callable[[list[bytes], DropReason | None], object] | None = None,
+        redact: bool | Redactor | None = None,
         **options: Any,
     ) -> None:
         if config is None:
@@ -147,6 +167,7 @@ class Exporter:
         elif api_key or project or api_url or source or options:
             raise TypeError("pass either config= or individual settings, not both")
         self.config = config
+        self._redact = resolve(redact)
         self._project = config.project
         self._v1 = config.api == "v1"
         # The wire routes and encoders of the configured API generation, chosen once.
@@ -501,6 +522,8 @@ class Exporter:
         """
         if not self._accepting:
             self._refuse()
+        if self._redact is not None:
+            properties = self._redacted_session(properties)  # type: ignore[assignment]
         try:
             session_id, body = encode_session(
                 properties, project=self._project, source=self._source,  # type: ignore[arg-type]
@@ -556,7 +579,10 @@ class Exporter:
         # _log's steps, inline: a layer of calls costs a tenth of the call's budget.
         if not self._accepting:
             self._refuse()
-        wire, sid, event_id, data = self._encode(MODEL_ROUTE, fields, session)  # type: ignore[arg-type]
+        try:
+            wire, sid, event_id, data = self._encode(MODEL_ROUTE, fields, session)  # type: ignore[arg-type]
+        except _Withheld as w:
+            return w.event_id
         self._dispatch(wire, sid, data)
         return event_id
 
@@ -573,14 +599,17 @@ class Exporter:
         # once. Whether the exporter accepts events is checked here, once, before encoding.
         if not self._accepting:
             self._refuse()
-        wire, sid, event_id, data = self._encode(route, fields, session)
+        try:
+            wire, sid, event_id, data = self._encode(route, fields, session)
+        except _Withheld as w:
+            return w.event_id
         self._dispatch(wire, sid, data)
         return event_id
 
     def _encode(self, route: str, fields: dict[str, Any],
                 session: Session | None) -> tuple[str, str | None, str, bytes]:
         """Check and encode one event: ``(wire route, session_id, event_id, bytes)``, or
-        EventError."""
+        EventError, or _Withheld (the redact hook dropped it, counted)."""
         if session is None:
             sid = None
         elif type(session) is Session:
@@ -594,6 +623,8 @@ class Exporter:
             encode, wire = self._encode_model, self._model_route
         else:
             encode, wire = self._encode_generic, self._generic_route
+        if self._redact is not None:  # the only cost with redaction off
+            fields = self._redacted(fields)
         try:
             event_id, data = encode(fields, self._project, self._source, sid)
         except EventError:
@@ -602,6 +633,49 @@ class Exporter:
             raise EventError(f"the event cannot be checked or encoded: {type(exc).__name__}"
                              ) from None
         return wire, sid, event_id, data
+
+    def _redacted(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Run the redact hook on an event's fields; raise _Withheld (counted) if it drops
+        the event or fails: fail closed, and never a value in the log."""
+        assert self._redact is not None
+        try:
+            out = self._redact(fields)
+            if out is not None and not isinstance(out, dict):
+                raise TypeError("the redact hook must return a dict or None")
+        except Exception as exc:  # noqa: BLE001 - a failing hook drops its event, no more
+            self._withhold("redacted_failed", f"the redact hook raised {type(exc).__name__}")
+            raise _Withheld(_event_id(fields)) from None
+        if out is None:
+            self._withhold("redacted", "dropped by the redact hook")
+            raise _Withheld(_event_id(fields))
+        return out
+
+    def _redacted_session(self, properties: dict[str, Any]) -> dict[str, Any]:
+        """Run the redact hook on a session's properties. A session is not an event: one
+        the hook drops or fails on starts with its identity only (fail closed)."""
+        assert self._redact is not None
+        try:
+            out = self._redact(dict(properties))
+            if isinstance(out, dict):
+                return out
+            if out is not None:
+                raise TypeError("the redact hook must return a dict or None")
+        except Exception as exc:  # noqa: BLE001 - fail closed, never the value
+            log.warning("hh_exporter: the redact hook raised %s on a session's properties; "
+                        "it starts without them", type(exc).__name__)
+        return {k: v for k, v in properties.items() if k in ("session_id", "session_name")}
+
+    def _withhold(self, reason: DropReason, detail: str) -> None:
+        """Count an event the redact hook withheld as accepted and dropped: on the loop's
+        thread now, else through the inbox (the counters are the loop's)."""
+        if threading.get_ident() == self._thread_id:
+            self._count_withheld(reason, detail)
+        else:
+            self._dispatch(reason, None, detail.encode())
+
+    def _count_withheld(self, reason: str, detail: str) -> None:
+        self._counters.accepted += 1
+        self._drop(reason, 1, detail, None)  # type: ignore[arg-type]
 
     @overload
     def trace(self, fn: _F, /) -> _F: ...
@@ -641,8 +715,11 @@ class Exporter:
         Raises:
             BufferFullError: No space within ``timeout`` seconds (the event is not accepted).
         """
-        _, sid, event_id, data = self._encode(
-            MODEL_ROUTE, fields, session)  # type: ignore[arg-type]
+        try:
+            _, sid, event_id, data = self._encode(
+                MODEL_ROUTE, fields, session)  # type: ignore[arg-type]
+        except _Withheld as w:
+            return w.event_id
         await self.send_encoded(data, session_id=sid, timeout=timeout)
         return event_id
 
@@ -764,6 +841,8 @@ class Exporter:
         for route, sid, data in items:
             if route is None:
                 self._add_start(sid, data)
+            elif route in _WITHHELD:
+                self._count_withheld(route, data.decode())
             else:
                 self._accept(route, sid, data)
         return len(items)
@@ -1042,6 +1121,12 @@ def _new_buffer(c: ExporterConfig) -> Buffer:
         linger=c.linger,
         drop_oldest=c.overflow == "drop_oldest",
     )
+
+
+def _event_id(fields: dict[str, Any]) -> str:
+    """The id a withheld event's log call returns: the caller's own, else a fresh one."""
+    given = fields.get("event_id")
+    return given if isinstance(given, str) else new_id()
 
 
 def _spool_writer(c: ExporterConfig) -> SpoolWriter | None:

@@ -15,7 +15,8 @@ __all__ = ["DROP_REASONS", "DropNotice", "DropReason", "ExporterStats"]
 
 DropReason = Literal[
     "queue_full", "too_large", "rejected", "unauthorized", "retries_exhausted", "shutdown",
-    "spooled", "worker_failed", "session_failed", "spool_failed",
+    "spooled", "worker_failed", "session_failed", "spool_failed", "redacted",
+    "redacted_failed",
 ]
 #: Every reason an accepted event can leave without delivery. ``spooled`` events were written
 #: to ``spool_dir`` (cut by a deadline, or overflowing the buffer) for a later exporter, or
@@ -23,9 +24,12 @@ DropReason = Literal[
 #: spool at its bound).
 #: ``session_failed`` events belong to a session whose ``POST /session/start`` was refused or
 #: ran out of retries: sent anyway, they would land in a session the API auto-creates.
+#: ``redacted`` events were dropped on purpose by the ``redact`` hook (it returned None);
+#: ``redacted_failed`` ones by a hook that raised (fail closed: never sent unredacted).
 DROP_REASONS: tuple[DropReason, ...] = (
     "queue_full", "too_large", "rejected", "unauthorized", "retries_exhausted", "shutdown",
-    "spooled", "worker_failed", "session_failed", "spool_failed",
+    "spooled", "worker_failed", "session_failed", "spool_failed", "redacted",
+    "redacted_failed",
 )
 #: Reasons that cut an event short rather than answer it: a deadline, a close, a dead
 #: worker. The API never saw these events (or its answer was not awaited), so a loader that
