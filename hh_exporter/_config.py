@@ -91,6 +91,8 @@ class ExporterConfig:
         trust_env: Honour ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from the environment,
             as requests and httpx do.
         user_agent_suffix: Appended to the ``User-Agent`` header.
+        metrics: Publish health metrics through ``opentelemetry-api`` when it is installed
+            (``HH_EXPORTER_METRICS_ENABLED=true``); see ``docs/metrics.md``.
     """
 
     api_key: str = dataclasses.field(repr=False)
@@ -121,6 +123,7 @@ class ExporterConfig:
     spool_fsync: SpoolFsync = "segment"
     trust_env: bool = True
     user_agent_suffix: str = ""
+    metrics: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.api_key, str) or not self.api_key.strip():
@@ -193,6 +196,9 @@ class ExporterConfig:
                           ("api", "HH_API_VERSION"), ("session_start", "HH_SESSION_START")):
             if name not in given and env.get(var):
                 given[name] = env[var]
+        if "metrics" not in given and env.get("HH_EXPORTER_METRICS_ENABLED"):
+            given["metrics"] = env["HH_EXPORTER_METRICS_ENABLED"].strip().lower() in (
+                "1", "true", "yes", "on")
         given.setdefault("api_key", "")
         return cls(**given)
 

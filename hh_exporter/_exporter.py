@@ -47,6 +47,8 @@ from ._events import (
     fast_event,
     fast_model_event,
 )
+from ._ids import new_id
+from ._metrics import ExporterMetrics, install
 from ._replay import Replay
 from ._retry import RetryPolicy
 from ._runner import LoopThread
@@ -62,9 +64,8 @@ from ._stats import (
     ExporterStats,
 )
 from ._trace import SpanType, Trace, make_trace
-from ._ids import new_id
-from .redact import Redactor, resolve
 from ._transport import AiohttpTransport, Transport
+from .redact import Redactor, resolve
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _T = TypeVar("_T")
@@ -90,7 +91,7 @@ _INBOX_WAKE_AT = 1024
 _WITHHELD: frozenset[str] = frozenset(("redacted", "redacted_failed"))
 
 
-class _Withheld(Exception):  # noqa: N818 - a signal, not an error
+class _Withheld(Exception):
     """The redact hook dropped the event (counted): the log call returns its id."""
 
     def __init__(self, event_id: str) -> None:
@@ -196,6 +197,7 @@ class Exporter:
         self._on_drop = on_drop
         self._on_settled = on_settled
         self._spool_writer = _spool_writer(config)
+        self._metrics = _metrics(self) if config.metrics else None
         self._overflow_spool = config.overflow == "spool"
         self._replay: Replay | None = None
         self._state = _State.NEW
@@ -283,6 +285,8 @@ class Exporter:
             on_settled=self._settled if (
                 self._on_settled is not None or self._spool_writer is not None) else None,
         )
+        if self._metrics is not None:
+            self._sender.on_operation = self._metrics.record_operation
         self._state = _State.RUNNING
         self._worker = loop.create_task(self._run_worker(self._sender),
                                         name="hh_exporter-worker")
@@ -523,7 +527,7 @@ class Exporter:
         if not self._accepting:
             self._refuse()
         if self._redact is not None:
-            properties = self._redacted_session(properties)  # type: ignore[assignment]
+            properties = self._redacted_session(properties)  # type: ignore[arg-type,assignment]
         try:
             session_id, body = encode_session(
                 properties, project=self._project, source=self._source,  # type: ignore[arg-type]
@@ -1127,6 +1131,19 @@ def _event_id(fields: dict[str, Any]) -> str:
     """The id a withheld event's log call returns: the caller's own, else a fresh one."""
     given = fields.get("event_id")
     return given if isinstance(given, str) else new_id()
+
+
+def _metrics(exporter: Exporter) -> ExporterMetrics | None:
+    """The exporter's health instruments; None, with a warning, without opentelemetry-api:
+    telemetry about telemetry must never stop the host."""
+    writer = exporter._spool_writer
+    try:
+        return install(exporter.stats, capacity=exporter.config.max_buffer_events,
+                       spool_bytes=None if writer is None else (lambda: writer.used_bytes))
+    except ImportError:
+        log.warning("hh_exporter: metrics=True needs opentelemetry-api "
+                    "(pip install opentelemetry-api); no metrics are published")
+        return None
 
 
 def _spool_writer(c: ExporterConfig) -> SpoolWriter | None:

@@ -42,6 +42,8 @@ from ._encoding import GENERIC_ROUTE, V1_ROUTE, V1_SESSION_ROUTE
 from ._errors import ConfigError
 from ._events import start_session_id
 from ._exporter import Exporter
+from ._metrics import families
+from ._prometheus import Family, render
 from ._stats import DropReason
 from ._stream import BATCH_ROUTES, START_ROUTES, envelope_start, session_key, split_batch
 
@@ -145,6 +147,31 @@ class Relay:
         self.stats = RelayStats(consumer=self.consumer)
         self._rate_mark = (time.monotonic(), 0)
         self._trim_mark = (time.monotonic(), 0)
+
+    def metrics_text(self) -> str:
+        """The relay's figures and its exporter's (named as :mod:`hh_exporter._metrics`
+        names them) as Prometheus text: ``hh-exporter relay --stats-port``'s ``/metrics``."""
+        s = self.stats
+        fams = families(self.exporter.stats(), capacity=self.exporter.config.max_buffer_events,
+                        name=f"relay/{self.consumer}")
+        c = {"consumer": self.consumer, "stream": self.stream}
+        for name, kind, helptext, value in (
+            ("entries.read", "counter", "Stream entries read.", s.entries_read),
+            ("entries.reclaimed", "counter", "Entries reclaimed from idle relays.",
+             s.entries_reclaimed),
+            ("entries.acked", "counter", "Entries acknowledged.", s.entries_acked),
+            ("entries.dead_lettered", "counter", "Entries moved to the dead-letter stream.",
+             s.entries_dead_lettered),
+            ("entries.inflight", "gauge", "Entries read and not yet answered.",
+             s.entries_in_flight),
+            ("stream.length", "gauge", "Entries in the stream.", s.stream_length),
+            ("group.pending", "gauge", "Entries pending in the group.", s.pending),
+            ("group.oldest_pending_age", "gauge", "Seconds the oldest pending entry waited.",
+             s.oldest_pending_age_s),
+            ("redis.errors", "counter", "Redis commands that failed.", s.redis_errors),
+        ):
+            fams.append(Family(f"hh.relay.{name}", kind, helptext, [(c, value)]))  # type: ignore[arg-type]
+        return render(fams)
 
     def __repr__(self) -> str:
         return (f"Relay(stream={self.stream!r}, group={self.group!r}, "

@@ -176,6 +176,9 @@ class Sender:
         self._on_progress = on_progress
         self._on_settled = on_settled
         self._clock = clock
+        #: Called with (seconds, events, the answer or error) as each batch's delivery ends,
+        #: after its last retry: the exporter's health metrics, when on.
+        self.on_operation: Callable[[float, int, Response | HHExporterError], object] | None = None
         # A transport that is not the API itself (a Redis stream) answers for a whole body:
         # its 2xx confirms every event, with no event ids to count.
         self._whole = bool(getattr(transport, "confirms_whole_body", False))
@@ -529,8 +532,11 @@ class Sender:
         carried = flight.session
         body = batch_body(batch.route, batch.events,
                           None if carried is None else carried.properties)
+        began = self._clock()
         got = await self._send(batch.route, body, f"a batch of {len(batch)}", deadline,
                                _is_partial)
+        if self.on_operation is not None:  # health metrics: one record per batch
+            self.on_operation(self._clock() - began, len(batch), got)
         if isinstance(got, HHExporterError):
             status = getattr(got, "status", None)
             if carried is not None:

@@ -115,6 +115,11 @@ class SpoolWriter:
         self._path = ""
         self._size = 0
 
+    @property
+    def used_bytes(self) -> int:
+        """Bytes in the spool directory, as the writer thread last knew (0 before it looked)."""
+        return max(self._used, 0)
+
     def put(self, route: str, session: bytes | None, events: list[bytes],
             loop: asyncio.AbstractEventLoop, on_fail: FailFn) -> bool:
         """Queue ``events`` for ``route`` (and the never-started session's start body);

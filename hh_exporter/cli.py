@@ -120,7 +120,8 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stats-interval", type=float, default=10.0,
                    help="seconds between stats lines (default 10; 0: none)")
     r.add_argument("--stats-port", type=int, default=None,
-                   help="serve GET /stats on 127.0.0.1:PORT (0: any free port)")
+                   help="serve GET /stats (JSON) and GET /metrics (Prometheus text) on "
+                        "127.0.0.1:PORT (0: any free port)")
     r.add_argument("--linger", type=float, default=None, help="seconds a batch may wait")
     r.add_argument("--max-in-flight", type=int, default=None, help="concurrent requests")
     r.add_argument("--batch-events", type=int, default=None, help="events per request")
@@ -448,8 +449,15 @@ async def _relay(args: argparse.Namespace) -> int:
         async def stats_handler(request: web.Request) -> web.Response:
             return web.json_response(json.loads(_stats_json(relay.stats)))
 
+        async def metrics_handler(request: web.Request) -> web.Response:
+            from ._prometheus import CONTENT_TYPE
+
+            return web.Response(text=relay.metrics_text(),
+                                headers={"Content-Type": CONTENT_TYPE})
+
         app = web.Application()
         app.router.add_get("/stats", stats_handler)
+        app.router.add_get("/metrics", metrics_handler)
         web_runner = web.AppRunner(app, access_log=None)
         await web_runner.setup()
         site = web.TCPSite(web_runner, "127.0.0.1", args.stats_port)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 
 from hh_exporter import Relay, StreamExporter
 from hh_exporter._stream import session_key, split_batch
@@ -298,6 +299,11 @@ async def test_sigterm_finishes_what_is_under_way_and_leaves_the_rest(
         await asyncio.sleep(0.05)
     status, live = await http_json(f"http://127.0.0.1:{port}", "/stats")
     assert status == 200 and live["consumer"] == "first"
+    status, text = await http_json(f"http://127.0.0.1:{port}", "/metrics")
+    assert status == 200
+    names = {f.name for f in text_string_to_metric_families(text)}  # prometheus_client's parser
+    assert {"hh_exporter_event_exported", "hh_exporter_queue_size",
+            "hh_relay_entries_acked"} <= names
     proc.send_signal(signal.SIGTERM)
     out, err = await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode == 0, err.decode()

@@ -59,6 +59,8 @@ from aiohttp import web
 
 from .._otel_map import map_span
 from .._otlp import OTLPError, UnsupportedEncoding, decode_request
+from .._prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
+from .._prometheus import Family, render
 from . import _schema as S
 from ._faults import Faults, FaultState
 from ._otlp_tree import SpanTree
@@ -482,6 +484,33 @@ class _Ingest:
                      "refused_by_reason": dict(self.otlp_refused)},
         })
 
+    async def metrics(self, request: web.Request) -> web.Response:
+        """``GET /metrics``: the figures of ``/stats`` as Prometheus text."""
+        stored, sessions = await self.store.counts()
+        fams = [Family("hh.collector.requests", "counter", "Requests answered, by route and "
+                       "status.", [({"route": r, "status": str(st)}, n)
+                                   for (r, st), n in sorted(self.requests.items())])]
+        for name, kind, helptext, value in (
+            ("events.received", "counter", "Events received.", self.events_received),
+            ("events.rejected", "counter", "Events refused as invalid.", self.events_rejected),
+            ("events.stored", "gauge", "Events in the store.", stored),
+            ("sessions.stored", "gauge", "Sessions in the store.", sessions),
+            ("sessions.started", "counter", "Sessions started.", self.sessions_started),
+            ("duplicate_event_ids", "counter", "Events stored again under a known id (the "
+             "API does not deduplicate).", self.duplicates),
+            ("orphan_events", "counter", "Events before their session (auto-created).",
+             self.orphans),
+            ("bytes.received", "counter", "Request body bytes received.",
+             self.bytes_received),
+            ("otlp.spans.received", "counter", "OTLP spans received.",
+             self.otlp["spans_received"]),
+        ):
+            fams.append(Family(f"hh.collector.{name}", kind, helptext, [({}, value)]))  # type: ignore[arg-type]
+        fams.append(Family("hh.collector.otlp.spans.refused", "counter", "OTLP spans refused, "
+                           "by reason.", [({"reason": k}, v)
+                                          for k, v in sorted(self.otlp_refused.items())]))
+        return web.Response(text=render(fams), headers={"Content-Type": PROMETHEUS_TYPE})
+
     async def get_session(self, request: web.Request) -> web.Response:
         """``GET /sessions/{session_id}``: merged properties."""
         props = await self.store.session(request.match_info["session_id"])
@@ -658,7 +687,8 @@ def build_app(
     ):
         r.add_post(path, ingest.wrap(path, handler))
     for path, getter in (
-        ("/stats", ingest.stats), ("/sessions/{session_id}", ingest.get_session),
+        ("/stats", ingest.stats), ("/metrics", ingest.metrics),
+        ("/sessions/{session_id}", ingest.get_session),
         ("/sessions/{session_id}/events", ingest.get_session_events),
         ("/_control/faults", ingest.get_faults),
     ):
