@@ -34,6 +34,7 @@ from ._models import SessionProperties
 from ._progress import Progress
 from ._spool import is_header, parse_header
 from ._v1 import EVENT_KEYS, event_to_v1, model_to_v1
+from .redact import redact_fields, redact_text
 
 __all__ = ["IngestResult", "close_within", "first_start", "iter_lines", "reject_record",
            "run_ingest"]
@@ -159,14 +160,30 @@ def iter_lines(path: str, offset: int = 0, first: int = 1) -> Iterator[tuple[int
             raw.close()
 
 
+def redact_line(line: bytes) -> bytes:
+    """The built-in redaction rules over one line, before it is checked: its object's
+    fields (:func:`hh_exporter.redact.redact_fields`), or, if it is not a JSON object, its
+    text, so that not even the rejects file keeps a secret."""
+    try:
+        obj = msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return redact_text(line.decode("utf-8", "replace")).encode()
+    if not isinstance(obj, dict):
+        return line
+    return _encode(redact_fields(obj))
+
+
 def _prepare(
-    line: bytes, project: str | None, max_bytes: int, v1: bool = False
+    line: bytes, project: str | None, max_bytes: int, v1: bool = False, redact: bool = False
 ) -> tuple[bytes, bool, str | None, bytes | None]:
-    """Validate one line (and, with ``v1``, map it to a strict v1 event: ``_v1``).
+    """Validate one line (and, with ``v1``, map it to a strict v1 event: ``_v1``; with
+    ``redact``, apply the built-in redaction rules first).
 
     Returns: (event bytes, generic?, session_id, the session's ``/session/start`` body when
     the line brings its properties).
     """
+    if redact:
+        line = redact_line(line)
     try:
         # Same attributes as _Line: a line without unknown fields or nulls.
         ev: _Line = _decode_strict(line)  # type: ignore[assignment]
@@ -346,7 +363,7 @@ async def run_ingest(
     files: list[str], exporter: Exporter | None, *, project: str | None, rejects: IO[str],
     dry_run: bool = False, progress: bool = True, max_event_bytes: int = 1024 * 1024,
     stop: asyncio.Event | None = None, refused: asyncio.Event | None = None,
-    v1: bool = False, tracker: Tracker | None = None,
+    v1: bool = False, tracker: Tracker | None = None, redact: bool = False,
 ) -> IngestResult:
     """Send every valid line of ``files``; ``exporter`` may be None with ``dry_run``.
 
@@ -425,13 +442,14 @@ async def run_ingest(
                 res.lines += 1
                 try:
                     data, generic, sid, start_body = _prepare(line, project, max_event_bytes,
-                                                              v1)
+                                                              v1, redact)
                 except (msgspec.DecodeError, ValueError, TypeError) as exc:
                     reason = _reason(exc)
                     res.rejected += 1
                     where = "<stdin>" if path == "-" else path
                     print(f"{where}:{n}: rejected: {reason}", file=sys.stderr)
-                    rejects.write(reject_record(where, n, reason, line))
+                    rejects.write(reject_record(where, n, reason,
+                                                redact_line(line) if redact else line))
                     rejects.flush()  # a killed run must not lose the reasons it reported
                     ft.settled_line(offset, n)
                     continue

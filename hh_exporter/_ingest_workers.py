@@ -43,6 +43,7 @@ from ._ingest import (
     close_within,
     first_start,
     iter_lines,
+    redact_line,
     reject_record,
 )
 from ._progress import Progress
@@ -218,6 +219,8 @@ async def _work(lines: Connection, results: Connection, config: dict[str, Any],
         if notice.reason == "unauthorized":
             refused[0] = True
 
+    # Not an exporter setting: ingest's own (the built-in rules on each line).
+    redact = bool(config.pop("redact", False))
     cfg = ExporterConfig(**config)
     project, v1 = cfg.project, cfg.api == "v1"
     exporter = Exporter(config=cfg, on_settled=on_settled, on_drop=on_drop)
@@ -238,11 +241,13 @@ async def _work(lines: Connection, results: Connection, config: dict[str, Any],
                 settled.setdefault(None, []).append(seq)
                 continue
             try:
-                data, generic, sid, start = _prepare(line, project, max_event_bytes, v1)
+                data, generic, sid, start = _prepare(line, project, max_event_bytes, v1,
+                                                     redact)
             except (msgspec.DecodeError, ValueError, TypeError) as exc:
                 counts["rejected"] += 1
+                kept = redact_line(line) if redact else line  # the rejects file too
                 results.send(("reject", seq, where, n, _reason(exc),
-                              line.decode("utf-8", "replace")))
+                              kept.decode("utf-8", "replace")))
                 continue
             if start is not None and sid is not None and first_start(started, sid):
                 counts["sessions"] += 1

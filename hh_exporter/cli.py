@@ -75,6 +75,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="sending processes; a session's lines all go to one of them "
                         "(default: the cores available; 1: one process)")
     i.add_argument("--no-progress", action="store_true", help="no progress display")
+    i.add_argument("--redact", action="store_true",
+                   help="apply the built-in redaction rules (emails, bearer tokens, sk- keys, "
+                        "card numbers, secret-named keys) to every line before it is sent")
 
     s = sub.add_parser("serve", help="run the local HoneyHive-compatible collector")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -85,6 +88,8 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strict", action="store_true",
                    help="require what the classic API required (project, model fields, ...) "
                         "and refuse event_type 'session' in batches")
+    s.add_argument("--redact", action="store_true",
+                   help="apply the built-in redaction rules to events mapped from OTLP spans")
     s.add_argument("--dedup", action="store_true",
                    help="store an event_id once, ignoring re-sends (the real API does not)")
     s.add_argument("--fault-script", default="", help="e.g. 503,503,429@2,200,drop,partial")
@@ -307,13 +312,14 @@ async def _ingest(args: argparse.Namespace) -> int:
         if exporter is None or config is None:
             res = await run_ingest(args.files, None, project=project, rejects=rejects,
                                    dry_run=True, progress=not args.no_progress,
-                                   stop=signals.stop, v1=v1)
+                                   stop=signals.stop, v1=v1, redact=args.redact)
         elif workers > 1:
             import dataclasses
 
             from ._ingest_workers import run_parallel_ingest
 
             settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+            settings["redact"] = args.redact
             res = await asyncio.to_thread(
                 run_parallel_ingest, args.files, workers, settings, rejects=rejects,
                 max_event_bytes=config.max_batch_bytes, progress=not args.no_progress,
@@ -326,7 +332,8 @@ async def _ingest(args: argparse.Namespace) -> int:
                 res = await run_ingest(
                     args.files, exporter, project=project, rejects=rejects,
                     progress=not args.no_progress, stop=signals.stop, refused=refused, v1=v1,
-                    max_event_bytes=exporter.config.max_batch_bytes, tracker=tracker)
+                    max_event_bytes=exporter.config.max_batch_bytes, tracker=tracker,
+                    redact=args.redact)
                 print("flushing...", file=sys.stderr, flush=True)
                 # Waiting would only collect more refusals after a refused key.
                 await close_within(exporter, 0.5 if res.abort_reason else args.timeout,
@@ -398,7 +405,8 @@ async def _serve(args: argparse.Namespace) -> int:
     if token is None:
         token = secrets.token_urlsafe(18)
     collector = Collector(token=token, db=args.db, host=args.host, port=args.port,
-                          strict=args.strict, dedup=args.dedup, faults=faults)
+                          strict=args.strict, dedup=args.dedup, faults=faults,
+                          redact=args.redact)
     url = await collector.start()
     print(f"hh-exporter collector listening on {url} (db {args.db})", flush=True)
     if generated:

@@ -242,3 +242,74 @@ async def test_a_collector_with_a_fault_still_never_sees_the_originals(
     _, events = await http_json(collector.url, f"/sessions/{s.session_id}/events")
     assert_clean(json.dumps(events).encode())
     assert hh.stats().retries >= 1
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_ingest_redact_cleans_every_line_and_the_rejects_file(
+    collector: Collector, tmp_path: Path, workers: str
+) -> None:
+    import uuid
+
+    from .test_ingest import ingest_cmd, run
+
+    sid = str(uuid.uuid4())
+    src = tmp_path / "in.jsonl"
+    lines = [
+        {"session_id": sid, "session_properties": {"session_name": "s", "user_properties": {
+            "email": EMAIL}, "metadata": {"password": "hunter2"}}, **secret_fields()},
+        {"session_id": sid, "event_type": "tool", "event_name": "t",
+         "inputs": {"q": f"{EMAIL} {SK}", "header": BEARER}},
+    ]
+    src.write_text("".join(json.dumps(x) + "\n" for x in lines) + f"{{not json {EMAIL}\n")
+    code, _, err = await run(ingest_cmd(src, collector.url, tmp_path, "--redact",
+                                        "--workers", workers), tmp_path)
+    assert code != 0 or "rejected" in err  # the bad line is rejected, the rest sent
+    _, session = await http_json(collector.url, f"/sessions/{sid}")
+    _, events = await http_json(collector.url, f"/sessions/{sid}/events")
+    assert len(events["events"]) == 2
+    assert_clean(json.dumps([session, events]).encode())
+    assert b"hunter2" not in json.dumps(session).encode()
+    rejects = (tmp_path / "rejects.jsonl").read_bytes()
+    assert EMAIL.encode() not in rejects and b"[REDACTED:email]" in rejects
+
+
+def genai_attrs() -> dict[str, Any]:
+    return {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [
+                {"type": "text", "content": f"I am {EMAIL}, key {SK}"}]}]),
+            "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [
+                {"type": "text", "content": f"send {BEARER}"}]}])}
+
+
+async def test_the_otlp_route_applies_the_same_rules() -> None:
+    from .test_otel import jspan, otlp_json
+
+    async with Collector(token=TOKEN, redact=True) as c:
+        raw = json.dumps(otlp_json([jspan("eee19b7ec3c1b175", None, "chat", genai_attrs())]))
+        status, _ = await http_json(c.url, "/v1/traces", "POST", raw=raw.encode())
+        assert status == 200
+        sid = "5b8efff7-9803-8103-d269-b633813fc60c"
+        _, events = await http_json(c.url, f"/sessions/{sid}/events")
+    assert len(events["events"]) == 1
+    assert_clean(json.dumps(events).encode())
+
+
+def test_the_span_exporter_applies_the_same_rules(threaded_collector: Any) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from hh_exporter.integrations.otel import HoneyHiveSpanExporter
+
+    c = threaded_collector.collector
+    hh = SyncExporter(api_key=TOKEN, api_url=c.url, linger=0.02, redact=True)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(HoneyHiveSpanExporter(hh)))
+    with provider.get_tracer("t").start_as_current_span("chat", attributes=genai_attrs()) as sp:
+        trace_id = sp.get_span_context().trace_id
+    provider.shutdown()  # flushes and closes the exporter it was given
+    h = f"{trace_id:032x}"
+    sid = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    _, events = threaded_collector.run(http_json(c.url, f"/sessions/{sid}/events"))
+    assert len(events["events"]) == 1
+    assert_clean(json.dumps(events).encode())

@@ -42,6 +42,11 @@ By default it answers as the real API does (each rule cites
 
 ``strict=True`` enforces what the classic API required instead (``project`` and the model
 fields; ``event_type`` ``session`` refused in batches, CLASSIC:1515-1519).
+
+Two additions of ours, not rules of the API: ``redact=True`` applies the client's built-in
+redaction rules (:mod:`hh_exporter.redact`, a pure module the collector may import beside
+the wire formats) to events mapped from OTLP spans, and ``GET /metrics`` serves the figures
+of ``GET /stats`` as Prometheus text.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from .._otel_map import map_span
 from .._otlp import OTLPError, UnsupportedEncoding, decode_request
 from .._prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
 from .._prometheus import Family, render
+from ..redact import redact_fields
 from . import _schema as S
 from ._faults import Faults, FaultState
 from ._otlp_tree import SpanTree
@@ -89,7 +95,10 @@ def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) ->
 class _Ingest:
     """Per-application state and the ingestion handlers. Strictly private."""
 
-    def __init__(self, store: Store, token: str, strict: bool, faults: FaultState) -> None:
+    def __init__(self, store: Store, token: str, strict: bool, faults: FaultState,
+                 redact: bool = False) -> None:
+        #: The OTLP route applies the client's built-in redaction rules to mapped spans.
+        self.redact = redact
         self.store = store
         self.token = f"Bearer {token}".encode()
         self.strict = strict
@@ -430,6 +439,8 @@ class _Ingest:
                 self.otlp["spans_truncated"] += 1
             try:
                 ev = map_span(sp, ancestor=p.ancestor, parent_id=p.parent_id)
+                if self.redact:  # the same rules as the span exporter's exporter
+                    ev = redact_fields(ev)
                 data = _encode(ev)
             except Exception as exc:  # noqa: BLE001 - one span's fault, not the request's
                 why = f"{type(exc).__name__}: {str(exc)[:100]}"
@@ -667,10 +678,10 @@ INGEST: web.AppKey[_Ingest] = web.AppKey("ingest", _Ingest)
 
 def build_app(
     store: Store, *, token: str, strict: bool = False, faults: Faults | None = None,
-    client_max_size: int = 64 * 1024 * 1024,
+    client_max_size: int = 64 * 1024 * 1024, redact: bool = False,
 ) -> web.Application:
     """Build the collector application around a store."""
-    ingest = _Ingest(store, token, strict, FaultState(faults))
+    ingest = _Ingest(store, token, strict, FaultState(faults), redact)
     app = web.Application(client_max_size=client_max_size)
     app[INGEST] = ingest
     r = app.router
@@ -717,12 +728,16 @@ class Collector:
         dedup: Store an ``event_id`` once and ignore re-sends, instead of storing every
             copy as the real API does (duplicates are counted either way).
         faults: Initial fault settings.
+        redact: Apply :mod:`hh_exporter.redact`'s built-in rules to the events mapped from
+            OTLP spans before they are stored (an OTLP sender has no redaction of ours).
     """
 
     def __init__(
         self, *, token: str, db: str = ":memory:", host: str = "127.0.0.1", port: int = 0,
         strict: bool = False, dedup: bool = False, faults: Faults | None = None,
+        redact: bool = False,
     ) -> None:
+        self.redact = redact
         self._db = db
         self._token = token
         self.host = host
@@ -753,7 +768,7 @@ class Collector:
         """Open the store, bind, serve; return the URL."""
         self.store = await asyncio.to_thread(open_store, self._db, dedup=self.dedup)
         self.app = build_app(self.store, token=self._token, strict=self.strict,
-                             faults=self._faults)
+                             faults=self._faults, redact=self.redact)
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
