@@ -103,7 +103,9 @@ def old_sdk_python() -> Path:
 
 
 @pytest.mark.timeout(300)  # the first run builds the environment
-async def test_honeyhive_0_2_57_logging_update_and_enrich_session(collector: Collector) -> None:
+async def test_honeyhive_0_2_57_logging_update_and_enrich_session(
+    collector: Collector, tmp_path: Path
+) -> None:
     """honeyhive 0.2.57 (its own environment): the tracer starts its session, ``create_event``
     and a single-session ``create_model_event_batch`` answer their ids, ``update_event``
     answers 200, and ``enrich_session`` (which swallows a failure) lands in the session:
@@ -111,7 +113,10 @@ async def test_honeyhive_0_2_57_logging_update_and_enrich_session(collector: Col
     python = await call(old_sdk_python)
     proc = await asyncio.create_subprocess_exec(
         str(python), str(SCRIPT), collector.url, TOKEN,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        # Outside any git checkout: the 0.2.57 tracer adds the cwd's git facts (branch,
+        # commit, remote) to the session's metadata when it finds them, which a clone with a
+        # remote has and a bare worktree has not; the merge checked below is the API's.
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, stderr.decode()[-2000:]
     out = json.loads(stdout.decode().strip().splitlines()[-1])
