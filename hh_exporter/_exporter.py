@@ -960,6 +960,13 @@ class Exporter:
             mp_util = sys.modules.get(name)
             if mp_util is not None:
                 mp_util.Finalize(None, _flush_at_exit, exitpriority=100)
+        # A billiard *pool* child (Celery's prefork) calls os._exit before those hooks run
+        # (billiard's Worker._do_exit): Celery's worker_process_shutdown signal, sent just
+        # before, is the one hook left there. One receiver, whatever the exporters.
+        celery_signals = sys.modules.get("celery.signals")
+        if celery_signals is not None:
+            celery_signals.worker_process_shutdown.connect(
+                _flush_on_process_shutdown, weak=False, dispatch_uid="hh_exporter-flush")
 
     def _refusal(self) -> str:
         if self._state is _State.FORKED:
@@ -1114,6 +1121,11 @@ def _flush_at_exit() -> None:
     concurrent.futures.wait(futures, timeout=limit)
     for _, runner in jobs:
         runner.stop(1.0)
+
+
+def _flush_on_process_shutdown(*args: object, **kwargs: object) -> None:
+    """Celery's ``worker_process_shutdown`` receiver: the flush at exit of a pool child."""
+    _flush_at_exit()
 
 
 def _new_buffer(c: ExporterConfig) -> Buffer:
