@@ -31,8 +31,8 @@ from .celery_prefork.conf import settings
 from .conftest import TOKEN, ThreadedCollector, http_json
 
 ROOT = Path(__file__).parent.parent
-TASKS = 200
-PER_CHILD = 20
+TASKS = 120
+PER_CHILD = 30
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the prefork pool needs fork")
 
