@@ -953,20 +953,7 @@ class Exporter:
                       "%r", exc)
             return
         self._runner = runner
-        # multiprocessing's children (and billiard's, Celery's fork of it) leave with
-        # os._exit, past atexit: their own exit hooks run there, so the flush at exit is
-        # registered with them too.
-        for name in ("multiprocessing.util", "billiard.util"):
-            mp_util = sys.modules.get(name)
-            if mp_util is not None:
-                mp_util.Finalize(None, _flush_at_exit, exitpriority=100)
-        # A billiard *pool* child (Celery's prefork) calls os._exit before those hooks run
-        # (billiard's Worker._do_exit): Celery's worker_process_shutdown signal, sent just
-        # before, is the one hook left there. One receiver, whatever the exporters.
-        celery_signals = sys.modules.get("celery.signals")
-        if celery_signals is not None:
-            celery_signals.worker_process_shutdown.connect(
-                _flush_on_process_shutdown, weak=False, dispatch_uid="hh_exporter-flush")
+        _hook_child_exit()
 
     def _refusal(self) -> str:
         if self._state is _State.FORKED:
@@ -1073,6 +1060,7 @@ def start_in_thread(exporter: Exporter, name: str) -> None:
         runner.stop()
         raise
     exporter._runner = runner
+    _hook_child_exit()  # made in a pool child (Celery's worker_process_init, say)
 
 
 def in_thread(exporter: Exporter, make: Callable[[], Coroutine[Any, Any, _T]],
@@ -1121,6 +1109,36 @@ def _flush_at_exit() -> None:
     concurrent.futures.wait(futures, timeout=limit)
     for _, runner in jobs:
         runner.stop(1.0)
+
+
+# The process, and the exit hooks of the modules loaded there, that _hook_child_exit has
+# registered _flush_at_exit with (a forked child starts with none of them).
+_exit_hooks: tuple[int, set[str]] = (0, set())
+
+
+def _hook_child_exit() -> None:
+    """Register the flush at exit where a child process that leaves past ``atexit`` runs its
+    exit hooks, once per process and module; called when an exporter starts on a loop thread
+    of its own (the only ones that no caller's loop closes)."""
+    global _exit_hooks
+    if _exit_hooks[0] != os.getpid():
+        _exit_hooks = (os.getpid(), set())
+    done = _exit_hooks[1]
+    # multiprocessing's children (and billiard's, Celery's fork of it) leave with os._exit,
+    # past atexit: their own exit hooks run there.
+    for name in ("multiprocessing.util", "billiard.util"):
+        mp_util = sys.modules.get(name)
+        if mp_util is not None and name not in done:
+            done.add(name)
+            mp_util.Finalize(None, _flush_at_exit, exitpriority=100)
+    # A billiard *pool* child (Celery's prefork) calls os._exit before those hooks run
+    # (billiard's Worker._do_exit): Celery's worker_process_shutdown signal, sent just
+    # before, is the one hook left there.
+    celery_signals = sys.modules.get("celery.signals")
+    if celery_signals is not None and "celery" not in done:
+        done.add("celery")
+        celery_signals.worker_process_shutdown.connect(
+            _flush_on_process_shutdown, weak=False, dispatch_uid="hh_exporter-flush")
 
 
 def _flush_on_process_shutdown(*args: object, **kwargs: object) -> None:
