@@ -5,9 +5,9 @@ Tasks cross processes through kombu's file-system broker and come back through C
 file-system result backend, so no broker server runs. Each task logs one model event through
 the inherited exporter (a SyncExporter; an async Exporter, in a session per task), or through
 one the child made in ``worker_process_init`` (``tests/celery_prefork/app.py``).
-``--max-tasks-per-child`` makes billiard replace the pool's
-children mid-run: a child that leaves does so with ``os._exit``, past ``atexit``, so what it
-logged last reaches the API only through the exporter's hook on the pool's exit path. The
+``--max-tasks-per-child`` makes billiard replace the pool's children mid-run: a child that
+leaves does so with ``os._exit``, past ``atexit``, so what it logged last reaches the API
+only through the exporter's hook on the pool's exit path (Celery's signal). The
 collector answers after 1.2 s, longer than billiard's one-second pause before that
 ``os._exit``, so that a child whose events were still buffered or in flight when it left
 would lose them here. Then SIGTERM to the worker (warm shutdown): every task succeeded, every
