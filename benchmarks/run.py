@@ -42,7 +42,7 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hh_exporter import Exporter
-from hh_exporter._demo import workload
+from hh_exporter.cli._demo import workload
 
 SEED_EVENT = json.loads(
     (Path(__file__).resolve().parent.parent / "tests/data/seed_model_batch.json").read_text()

@@ -357,7 +357,7 @@ async def test_ingest_with_session_start_batch_creates_each_session_by_its_first
 async def test_the_demo_in_batch_mode_holds_its_check_through_faults() -> None:
     """``hh-exporter demo --session-start batch --faults``: every event stored once, under
     a session its first batch created before it, no start request, no repeated envelope."""
-    from hh_exporter._demo import run_demo
+    from hh_exporter.cli._demo import run_demo
 
     r = await run_demo(events=1500, sessions=120, faults=True, progress=False,
                        session_start="batch")

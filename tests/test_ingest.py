@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hh_exporter._ingest import run_ingest
+from hh_exporter.cli._ingest import run_ingest
 from hh_exporter.collector import Collector, Faults
 
 from .conftest import TOKEN, fast_exporter, http_json
@@ -237,7 +237,7 @@ def test_events_cut_short_stay_unsettled_and_the_rest_is_kept_beyond_the_prefix(
     unsettled, so a resumed run sends it again; events answered after it (delivered, or
     dropped with the API's reason) are kept as settled beyond the prefix, so a resumed
     run does not send them again."""
-    from hh_exporter._checkpoint import Checkpoint, Tracker
+    from hh_exporter.cli._checkpoint import Checkpoint, Tracker
 
     src = tmp_path / "f.jsonl"
     src.write_text("a\nb\nc\nd\n")
@@ -268,7 +268,7 @@ def test_events_cut_short_stay_unsettled_and_the_rest_is_kept_beyond_the_prefix(
 def test_the_destination_fingerprint_does_not_reveal_the_key() -> None:
     """The checkpoint's key holds the API URL, its generation and a fingerprint that tells
     keys apart without holding the key or any part of it in the clear."""
-    from hh_exporter._checkpoint import destination_id
+    from hh_exporter.cli._checkpoint import destination_id
 
     key = "hh_live_" + "s3cr3t" * 6
     a = destination_id("https://api.honeyhive.ai/", "legacy", key)
@@ -447,7 +447,7 @@ def test_a_line_goes_out_whole_or_is_rejected_with_a_reason(
     needs changed (an event_id and the run's project when missing, lower-case ids, empty
     usage/inputs and a zero duration when missing, top-level nulls left out but "error"'s),
     however the line is spaced and whatever "null" texts its strings hold."""
-    from hh_exporter._ingest import _prepare
+    from hh_exporter.cli._ingest import _prepare
 
     text = json.dumps(line, separators=(", ", ": ") if spaced else (",", ":")).encode()
     try:
@@ -487,7 +487,7 @@ def test_a_field_the_spec_types_is_checked_on_the_line(field: str, value: object
     with a reason naming the field, rather than sent to be refused by the API."""
     import jsonschema
 
-    from hh_exporter._ingest import _prepare
+    from hh_exporter.cli._ingest import _prepare
 
     line = {"model": "m", "provider": "p", "messages": [], "response": {}, field: value}
     with pytest.raises(msgspec.ValidationError, match=field):

@@ -17,8 +17,8 @@ import threading
 import time
 from collections.abc import Sequence
 
-from ._config import DEFAULT_API_URL
-from ._version import __version__
+from .._config import DEFAULT_API_URL
+from .._version import __version__
 
 __all__ = ["main"]
 
@@ -252,11 +252,11 @@ class _Signals:
 
 
 async def _ingest(args: argparse.Namespace) -> int:
+    from .._config import ExporterConfig
+    from .._exporter import Exporter
+    from .._stats import DropNotice
     from ._checkpoint import Checkpoint, Tracker, destination_id
-    from ._config import ExporterConfig
-    from ._exporter import Exporter
     from ._ingest import close_within, run_ingest
-    from ._stats import DropNotice
 
     rejects_path = args.rejects or "ingest-rejects.jsonl"
     checkpoint_path = args.checkpoint or os.path.join(
@@ -387,7 +387,7 @@ async def _ingest(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from .collector import Collector, Faults, parse_script
+    from ..collector import Collector, Faults, parse_script
 
     try:
         faults = Faults(
@@ -427,8 +427,8 @@ async def _serve(args: argparse.Namespace) -> int:
 async def _relay(args: argparse.Namespace) -> int:
     import json
 
-    from ._errors import ConfigError
-    from ._relay import Relay, RelayStats
+    from .._errors import ConfigError
+    from .._relay import Relay, RelayStats
 
     url = args.redis or os.environ.get("HH_REDIS_URL")
     if not url:
@@ -458,7 +458,7 @@ async def _relay(args: argparse.Namespace) -> int:
             return web.json_response(json.loads(_stats_json(relay.stats)))
 
         async def metrics_handler(request: web.Request) -> web.Response:
-            from ._prometheus import CONTENT_TYPE
+            from .._prometheus import CONTENT_TYPE
 
             return web.Response(text=relay.metrics_text(),
                                 headers={"Content-Type": CONTENT_TYPE})

@@ -33,8 +33,10 @@ from typing import IO, Any
 
 import msgspec
 
+from .._events import start_session_id
+from .._spool import is_header, parse_header
+from .._stats import CUT_REASONS, ExporterStats
 from ._checkpoint import Tracker
-from ._events import start_session_id
 from ._ingest import (
     IngestResult,
     _prepare,
@@ -47,8 +49,6 @@ from ._ingest import (
     reject_record,
 )
 from ._progress import Progress
-from ._spool import is_header, parse_header
-from ._stats import CUT_REASONS, ExporterStats
 
 __all__ = ["merge_stats", "run_parallel_ingest"]
 
@@ -158,9 +158,9 @@ async def _work(lines: Connection, results: Connection, config: dict[str, Any],
     """
     import asyncio
 
-    from ._config import ExporterConfig
-    from ._errors import BufferFullError
-    from ._exporter import Exporter
+    from .._config import ExporterConfig
+    from .._errors import BufferFullError
+    from .._exporter import Exporter
 
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()

@@ -24,17 +24,17 @@ from typing import IO, Any, Literal
 
 import msgspec
 
+from .._encoding import body_overhead
+from .._errors import BufferFullError
+from .._events import check_uuid, restart_session, session_start_body
+from .._exporter import Exporter
+from .._ids import new_id
+from .._models import SessionProperties
+from .._spool import is_header, parse_header
+from .._v1 import EVENT_KEYS, event_to_v1, model_to_v1
+from ..redact import redact_fields, redact_text
 from ._checkpoint import Tracker
-from ._encoding import body_overhead
-from ._errors import BufferFullError
-from ._events import check_uuid, restart_session, session_start_body
-from ._exporter import Exporter
-from ._ids import new_id
-from ._models import SessionProperties
 from ._progress import Progress
-from ._spool import is_header, parse_header
-from ._v1 import EVENT_KEYS, event_to_v1, model_to_v1
-from .redact import redact_fields, redact_text
 
 __all__ = ["IngestResult", "close_within", "first_start", "iter_lines", "reject_record",
            "run_ingest"]

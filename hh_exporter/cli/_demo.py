@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._exporter import Exporter
+from .._exporter import Exporter
 from ._progress import Progress
 
 __all__ = ["DemoResult", "run_demo", "workload"]
@@ -106,7 +106,7 @@ async def run_demo(
     session_start: str = "request",
 ) -> DemoResult:
     """Run the demo workload against an embedded collector and check its database."""
-    from .collector import Collector, Faults
+    from ..collector import Collector, Faults
 
     token = secrets.token_urlsafe(24)
     fault_settings = None

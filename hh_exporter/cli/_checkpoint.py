@@ -28,8 +28,8 @@ import threading
 
 import msgspec
 
-from ._spool import fsync_dir
-from ._stats import CUT_REASONS, DropReason
+from .._spool import fsync_dir
+from .._stats import CUT_REASONS, DropReason
 
 __all__ = ["Checkpoint", "FileMark", "FileTrack", "Tracker", "destination_id", "identify"]
 
