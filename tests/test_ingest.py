@@ -447,11 +447,11 @@ def test_a_line_goes_out_whole_or_is_rejected_with_a_reason(
     needs changed (an event_id and the run's project when missing, lower-case ids, empty
     usage/inputs and a zero duration when missing, top-level nulls left out but "error"'s),
     however the line is spaced and whatever "null" texts its strings hold."""
-    from hh_exporter.cli._ingest import _prepare
+    from hh_exporter.cli._lines import prepare
 
     text = json.dumps(line, separators=(", ", ": ") if spaced else (",", ":")).encode()
     try:
-        data, generic, sid, start = _prepare(text + b"\n", "proj", 1 << 20)
+        data, generic, sid, start = prepare(text + b"\n", "proj", 1 << 20)
     except (msgspec.DecodeError, ValueError, TypeError) as exc:
         assert str(exc)  # a reason for the rejects file
         return
@@ -487,11 +487,11 @@ def test_a_field_the_spec_types_is_checked_on_the_line(field: str, value: object
     with a reason naming the field, rather than sent to be refused by the API."""
     import jsonschema
 
-    from hh_exporter.cli._ingest import _prepare
+    from hh_exporter.cli._lines import prepare
 
     line = {"model": "m", "provider": "p", "messages": [], "response": {}, field: value}
     with pytest.raises(msgspec.ValidationError, match=field):
-        _prepare(json.dumps(line).encode(), "proj", 1 << 20)
+        prepare(json.dumps(line).encode(), "proj", 1 << 20)
     # The premise is the spec's, not ours: its schema refuses that event, and takes it
     # without the field.
     with pytest.raises(jsonschema.ValidationError):

@@ -37,16 +37,15 @@ from .._events import start_session_id
 from .._spool import is_header, parse_header
 from .._stats import CUT_REASONS, ExporterStats
 from ._checkpoint import Tracker
-from ._ingest import (
-    IngestResult,
-    _prepare,
-    _reason,
-    _start_spooled_session,
-    close_within,
+from ._ingest import IngestResult, close_within
+from ._lines import (
     first_start,
     iter_lines,
+    prepare,
     redact_line,
+    reject_reason,
     reject_record,
+    start_spooled_session,
 )
 from ._progress import Progress
 
@@ -237,16 +236,16 @@ async def _work(lines: Connection, results: Connection, config: dict[str, Any],
                 results.send(("unsent", [c[0] for c in chunk[i:]]))
                 break
             if kind == 1:
-                _start_spooled_session(line, exporter, project, v1)
+                start_spooled_session(line, exporter, project, v1)
                 settled.setdefault(None, []).append(seq)
                 continue
             try:
-                data, generic, sid, start = _prepare(line, project, max_event_bytes, v1,
+                data, generic, sid, start = prepare(line, project, max_event_bytes, v1,
                                                      redact)
             except (msgspec.DecodeError, ValueError, TypeError) as exc:
                 counts["rejected"] += 1
                 kept = redact_line(line) if redact else line  # the rejects file too
-                results.send(("reject", seq, where, n, _reason(exc),
+                results.send(("reject", seq, where, n, reject_reason(exc),
                               kept.decode("utf-8", "replace")))
                 continue
             if start is not None and sid is not None and first_start(started, sid):
