@@ -8,6 +8,7 @@ delivered event stored exactly once, and nothing accepted unaccounted for.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import random
 import secrets
@@ -16,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._exporter import Exporter
-from ._progress import Progress
+from ._progress import Progress, fmt_dropped
 
-__all__ = ["DemoResult", "run_demo", "workload"]
+__all__ = ["DemoResult", "command", "run_demo", "workload"]
 
 _WORDS = (
     "token latency prompt model answer context user tool search retrieve plan draft summary "
@@ -231,3 +232,36 @@ def _check(r: DemoResult, *, db_kept: bool) -> list[str]:
         problems.append(f"database holds {len(stored)} events, fewer than the "
                         f"{st.delivered} delivered")
     return problems
+
+
+async def command(args: argparse.Namespace) -> int:
+    """``hh-exporter demo``: the workload against an embedded collector; the exit status."""
+    db = args.keep_db or ":memory:"
+    print(f"hh-exporter demo: {args.events:,} events in {args.sessions:,} sessions to an "
+          f"embedded collector{' with faults' if args.faults else ''}", flush=True)
+    r = await run_demo(events=args.events, sessions=args.sessions, faults=args.faults, db=db,
+                       seed=args.seed, progress=not args.no_progress, latency=args.latency,
+                       api=args.api, session_start=args.session_start)
+    st = r.stats
+    print("\nsummary")
+    print(f"  accepted      {st.accepted:,}")
+    print(f"  sessions      {st.sessions_started:,} started, {st.sessions_failed:,} failed")
+    print(f"  delivered     {st.delivered:,}")
+    print(f"  dropped       {fmt_dropped(dict(st.dropped))}")
+    print(f"  pending       {st.pending:,}")
+    print(f"  batches       {st.batches_sent:,} ({st.requests:,} requests, {st.retries:,} retries)")
+    print(f"  throughput    {st.delivered / r.elapsed:,.0f} events/s ({r.elapsed:.2f} s)")
+    print(f"  log call      p50 {r.log_p50_us:.1f} us, p99 {r.log_p99_us:.1f} us")
+    cs = r.collector_stats
+    print(f"  collector     {cs['events_stored']:,} events stored, "
+          f"{cs['duplicate_event_ids']:,} duplicate ids, {cs['orphan_events']:,} orphan events, "
+          f"{cs['sessions_stored']:,} sessions")
+    if args.keep_db:
+        print(f"  database      {args.keep_db}")
+    if r.ok:
+        print("check: PASS - every delivered event is stored exactly once, under a session "
+              "started before it; 0 duplicates, 0 orphans; stats add up")
+        return 0
+    for p in r.problems:
+        print(f"check: FAIL - {p}")
+    return 1

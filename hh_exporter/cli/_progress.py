@@ -11,7 +11,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "fmt_dropped"]
 
 
 class Progress:
@@ -72,3 +72,9 @@ class Progress:
     ) -> None:
         if self._rich is not None:
             self._rich.stop()
+
+
+def fmt_dropped(dropped: dict[str, int]) -> str:
+    """``reason count, ...`` for the summaries, ``none`` when nothing was dropped."""
+    parts = [f"{k} {v:,}" for k, v in dropped.items() if v]
+    return ", ".join(parts) if parts else "none"
