@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import aiohttp  # noqa: E402
 from run import SEED_EVENT, TOKEN, start_sink  # noqa: E402
 
-from hh_exporter import Exporter, StreamExporter  # noqa: E402
+from hh_exporter import Exporter  # noqa: E402
+from hh_exporter.streams import StreamExporter  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 STREAM = "bench:events"

@@ -25,10 +25,8 @@ from ._models import (
     SessionProperties,
     SessionStartRequest,
 )
-from ._relay import Relay, RelayStats
 from ._session import Session
 from ._stats import CUT_REASONS, DROP_REASONS, DropNotice, DropReason, ExporterStats
-from ._stream_exporter import StreamExporter, SyncStreamExporter
 from ._sync import SyncExporter
 from ._trace import Span, Trace, current_span
 from ._transport import AiohttpTransport, Response, Transport
@@ -57,17 +55,13 @@ __all__ = [
     "ModelEvent",
     "ModelEventBatch",
     "OverflowPolicy",
-    "Relay",
-    "RelayStats",
     "RequestTimeoutError",
     "Response",
     "Session",
     "SessionProperties",
     "SessionStartRequest",
     "Span",
-    "StreamExporter",
     "SyncExporter",
-    "SyncStreamExporter",
     "Trace",
     "Transport",
     "TransportError",

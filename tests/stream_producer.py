@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from hh_exporter import StreamExporter
+from hh_exporter.streams import StreamExporter
 
 
 async def main(url: str, stream: str, sessions: int, events: int, out: str) -> None:

@@ -374,7 +374,7 @@ async def test_stream_producers_in_batch_mode_and_relays_in_either(
     """A ``StreamExporter(session_start="batch")`` puts each session's first batch in the
     stream with its properties (kept under the session key, as a start's are); a relay
     creates the session from them by its own mode: its first batch, or a start request."""
-    from hh_exporter import StreamExporter
+    from hh_exporter.streams import StreamExporter
 
     from .test_streams import collector_stats, relay, run_until
 

@@ -11,7 +11,8 @@ from hh_exporter._ids import new_id
 
 def test_all_is_sorted_and_complete() -> None:
     """__all__ lists every public name once, sorted as ruff sorts it."""
-    subpackages = {"cli", "collector", "integrations", "redact", "testing"}  # public modules
+    # public modules and subpackages
+    subpackages = {"cli", "collector", "integrations", "redact", "streams", "testing"}
     public = {n for n in dir(hh_exporter) if not n.startswith("_")} - subpackages
     assert set(hh_exporter.__all__) - {"__version__"} == public
     assert len(hh_exporter.__all__) == len(set(hh_exporter.__all__))

@@ -16,9 +16,10 @@ import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hh_exporter import DROP_REASONS, StreamExporter, SyncExporter
+from hh_exporter import DROP_REASONS, SyncExporter
 from hh_exporter.collector import Collector, Faults
 from hh_exporter.redact import redact_fields, redact_text, redact_value
+from hh_exporter.streams import StreamExporter
 
 from .conftest import TOKEN, assert_balanced, fast_exporter, http_json
 from .redis_server import RedisServer

@@ -17,9 +17,9 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from hh_exporter import Relay, StreamExporter
-from hh_exporter._stream import session_key, split_batch
 from hh_exporter.collector import Collector, Faults
+from hh_exporter.streams import Relay, StreamExporter
+from hh_exporter.streams._stream import session_key, split_batch
 
 from .conftest import TOKEN, RedisServer, assert_balanced, http_json, model_fields
 
@@ -430,7 +430,7 @@ def test_sync_stream_exporter_for_code_without_a_loop(redis_server: RedisServer)
     script), from a plain thread."""
     import redis
 
-    from hh_exporter import SyncStreamExporter
+    from hh_exporter.streams import SyncStreamExporter
 
     with SyncStreamExporter(redis_url=redis_server.url, stream="sync", project="p",
                             linger=0.02) as hh:

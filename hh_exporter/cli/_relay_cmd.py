@@ -16,7 +16,7 @@ async def command(args: argparse.Namespace) -> int:
     import json
 
     from .._errors import ConfigError
-    from .._relay import Relay, RelayStats
+    from ..streams import Relay, RelayStats
 
     url = args.redis or os.environ.get("HH_REDIS_URL")
     if not url:

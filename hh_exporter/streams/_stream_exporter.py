@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._errors import ConfigError
-from ._exporter import Exporter
+from .._errors import ConfigError
+from .._exporter import Exporter
+from .._sync import SyncExporter
 from ._stream import RedisTransport
-from ._sync import SyncExporter
 
 __all__ = ["DEFAULT_STREAM", "StreamExporter", "SyncStreamExporter"]
 
