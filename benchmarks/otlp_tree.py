@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hh_exporter._otel_map import map_span
-from hh_exporter._otlp import SpanData
 from hh_exporter.collector._otlp_tree import SpanTree
+from hh_exporter.wire._otel_map import map_span
+from hh_exporter.wire._otlp import SpanData
 
 CHAT = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
         "gen_ai.provider.name": "openai", "gen_ai.usage.input_tokens": 9,

@@ -16,35 +16,24 @@ from ._errors import (
     TransportError,
 )
 from ._exporter import Exporter
-from ._models import (
-    BatchResponse,
-    Event,
-    EventBatch,
-    ModelEvent,
-    ModelEventBatch,
-    SessionProperties,
-    SessionStartRequest,
-)
 from ._session import Session
 from ._stats import CUT_REASONS, DROP_REASONS, DropNotice, DropReason, ExporterStats
 from ._sync import SyncExporter
 from ._trace import Span, Trace, current_span
 from ._transport import AiohttpTransport, Response, Transport
 from ._version import __version__
+from .wire._models import SessionProperties
 
 __all__ = [
     "CUT_REASONS",
     "DEFAULT_API_URL",
     "DROP_REASONS",
     "AiohttpTransport",
-    "BatchResponse",
     "BufferFullError",
     "ConfigError",
     "ConnectError",
     "DropNotice",
     "DropReason",
-    "Event",
-    "EventBatch",
     "EventError",
     "EventTooLargeError",
     "Exporter",
@@ -52,14 +41,11 @@ __all__ = [
     "ExporterConfig",
     "ExporterStats",
     "HHExporterError",
-    "ModelEvent",
-    "ModelEventBatch",
     "OverflowPolicy",
     "RequestTimeoutError",
     "Response",
     "Session",
     "SessionProperties",
-    "SessionStartRequest",
     "Span",
     "SyncExporter",
     "Trace",

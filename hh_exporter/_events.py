@@ -19,7 +19,7 @@ import msgspec
 from ._encoding import encode
 from ._errors import EventError
 from ._ids import new_id
-from ._v1 import event_to_v1, model_to_v1, session_to_v1
+from .wire._v1 import event_to_v1, model_to_v1, session_to_v1
 
 __all__ = [
     "EventFields",

@@ -8,7 +8,7 @@ import msgspec
 
 from ._encoding import GENERIC_ROUTE, MODEL_ROUTE
 from ._events import EventFields, ModelEventFields
-from ._models import SessionProperties, SessionStartRequest
+from .wire._models import SessionProperties, SessionStartRequest
 
 if TYPE_CHECKING:  # the exporter creates sessions; at run time only it imports this module
     from ._exporter import Exporter

@@ -12,7 +12,9 @@ PKG = Path(__file__).resolve().parents[1] / "hh_exporter"
 ROOMS = ("cli", "streams", "integrations", "collector", "wire")
 SINK = {"_log"}  # the members of hh_exporter._session.Sink
 MAY_IMPORT = {"core": {"core", "wire"}, "wire": {"wire", "core:_errors", "core:_encoding"},
-              "collector": {"collector", "wire"}, "integrations": {"integrations", "core", "wire"},
+              # the metrics' text format and the redaction rules: pure leaves, no exporter
+              "collector": {"collector", "wire", "core:_prometheus", "core:redact"},
+              "integrations": {"integrations", "core", "wire"},
               "streams": {"streams", "core", "wire"},
               "cli": {"cli", "core", "wire", "streams", "collector"}}
 
@@ -76,7 +78,6 @@ def test_no_import_circle() -> None:
     assert circles == []
 
 
-@pytest.mark.xfail(strict=True, reason="collector imports wire/ from step 3a")
 def test_rooms_import_only_what_they_may() -> None:
     may = {src: MAY_IMPORT[_room(src)] for src in GRAPH}
     bad = [f"{src} -> {dst}" for src, dsts in GRAPH.items() for dst in sorted(dsts)

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hh_exporter import SyncExporter
-from hh_exporter._otel_map import event_id_of, map_span
-from hh_exporter._otlp import SpanData
+from hh_exporter.wire._otel_map import event_id_of, map_span
+from hh_exporter.wire._otlp import SpanData
 
 from .conftest import DATA, TOKEN, ThreadedCollector, http_json
 from .llm_standin import LLMStandIn
@@ -318,7 +318,7 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(req=json_values)
 def test_any_json_decodes_to_spans_or_a_clear_refusal(req: Any) -> None:
-    from hh_exporter._otlp import OTLPError, decode_request
+    from hh_exporter.wire._otlp import OTLPError, decode_request
 
     try:
         spans = decode_request(json.dumps(req).encode(), "application/json")
@@ -634,7 +634,7 @@ def test_every_attribute_a_rule_takes_is_in_a_rule_group() -> None:
     import ast
     import inspect
 
-    from hh_exporter import _otel_map
+    from hh_exporter.wire import _otel_map
 
     tree = ast.parse(inspect.getsource(_otel_map.map_span))
     taken = {arg.value for node in ast.walk(tree) if isinstance(node, ast.Call)

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from hh_exporter._otel_map import event_id_of, map_span
-from hh_exporter._otlp import SpanData
 from hh_exporter.collector._otlp_tree import SpanTree
+from hh_exporter.wire._otel_map import event_id_of, map_span
+from hh_exporter.wire._otlp import SpanData
 
 from .conftest import TOKEN, ThreadedCollector, http_json
 from .test_otel import jspan, otlp_json

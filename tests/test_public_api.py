@@ -6,13 +6,14 @@ import importlib.metadata
 import uuid
 
 import hh_exporter
+import hh_exporter.wire
 from hh_exporter._ids import new_id
 
 
 def test_all_is_sorted_and_complete() -> None:
     """__all__ lists every public name once, sorted as ruff sorts it."""
     # public modules and subpackages
-    subpackages = {"cli", "collector", "integrations", "redact", "streams", "testing"}
+    subpackages = {"cli", "collector", "integrations", "redact", "streams", "testing", "wire"}
     public = {n for n in dir(hh_exporter) if not n.startswith("_")} - subpackages
     assert set(hh_exporter.__all__) - {"__version__"} == public
     assert len(hh_exporter.__all__) == len(set(hh_exporter.__all__))
@@ -93,20 +94,20 @@ async def test_what_the_exporter_sends_matches_the_wire_models() -> None:
     for path, body in transport.requests:
         check_request(path, msgspec.json.decode(body))
         if path == "/session/start":
-            start = msgspec.json.decode(body, type=hh_exporter.SessionStartRequest)
+            start = msgspec.json.decode(body, type=hh_exporter.wire.SessionStartRequest)
             assert start.session.session_name == "wire" and start.session.project == "p"
             assert start.session.session_id is not None
             started.add(start.session.session_id)
             continue
-        events: list[hh_exporter.ModelEvent] | list[hh_exporter.Event]
+        events: list[hh_exporter.wire.ModelEvent] | list[hh_exporter.wire.Event]
         if path == "/events/model/batch":
-            batch = msgspec.json.decode(body, type=hh_exporter.ModelEventBatch)
+            batch = msgspec.json.decode(body, type=hh_exporter.wire.ModelEventBatch)
             assert not batch.is_single_session and batch.session_properties is None
             events = batch.model_events
             assert all(e.project == "p" and e.end_time >= e.start_time for e in events)
             kinds.add("model")
         else:
-            gen = msgspec.json.decode(body, type=hh_exporter.EventBatch)
+            gen = msgspec.json.decode(body, type=hh_exporter.wire.EventBatch)
             events = gen.events
             kinds.update(e.event_type for e in gen.events)
             assert all(e.outputs == {} for e in gen.events)

@@ -62,11 +62,11 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from .._otel_map import map_span
-from .._otlp import OTLPError, UnsupportedEncoding, decode_request
 from .._prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
 from .._prometheus import Family, render
 from ..redact import redact_fields
+from ..wire._otel_map import map_span
+from ..wire._otlp import OTLPError, UnsupportedEncoding, decode_request
 from . import _schema as S
 from ._faults import Faults, FaultState
 from ._otlp_tree import SpanTree

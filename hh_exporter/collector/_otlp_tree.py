@@ -29,8 +29,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from .._otel_map import event_id_of, is_genai, session_of
-from .._otlp import SpanData
+from ..wire._otel_map import event_id_of, is_genai, session_of
+from ..wire._otlp import SpanData
 
 __all__ = ["Plan", "SpanTree"]
 

@@ -6,7 +6,7 @@
     provider.add_span_processor(BatchSpanProcessor(HoneyHiveSpanExporter(hh)))
     OpenAIInstrumentor().instrument(tracer_provider=provider)   # any GenAI instrumentation
 
-Each span is mapped (``hh_exporter._otel_map``: OTel GenAI, OpenLLMetry, OpenInference and
+Each span is mapped (``hh_exporter.wire._otel_map``: OTel GenAI, OpenLLMetry, OpenInference and
 HoneyHive's own attributes) to one event handed to an :class:`~hh_exporter.Exporter` or
 :class:`~hh_exporter.SyncExporter`; ``export()`` returns once the events are accepted, never
 waiting on the network. Sessions are started before their events: the session a span
@@ -38,11 +38,11 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from .._encoding import GENERIC_ROUTE
 from .._errors import ExporterClosedError
 from .._exporter import Exporter
-from .._otel_map import is_genai, map_span
-from .._otlp import SpanData
 from .._session import Session
 from .._sync import SyncExporter
 from .._trace import warn
+from ..wire._otel_map import is_genai, map_span
+from ..wire._otlp import SpanData
 
 __all__ = ["HoneyHiveSpanExporter", "span_data"]
 

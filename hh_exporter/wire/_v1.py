@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._errors import EventError
+from .._errors import EventError
 
 __all__ = ["EVENT_KEYS", "SESSION_KEYS", "event_to_v1", "model_to_v1", "session_to_v1"]
 
