@@ -43,7 +43,6 @@ from ._events import (
     encode_event_v1,
     encode_model_event_v1,
     encode_session,
-    envelope_properties,
     fast_event,
     fast_model_event,
 )
@@ -66,6 +65,7 @@ from ._stats import (
 from ._trace import SpanType, Trace, make_trace
 from ._transport import AiohttpTransport, Transport
 from .redact import Redactor, resolve
+from .wire._start import envelope_properties
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _T = TypeVar("_T")

@@ -12,8 +12,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from ._events import restart_session
 from ._spool import Segment, claim_segments
+from .wire._start import restart_session
 
 if TYPE_CHECKING:  # the exporter owns the replay; at run time only it imports this module
     from ._exporter import Exporter

@@ -33,9 +33,9 @@ from typing import IO, Any
 
 import msgspec
 
-from .._events import start_session_id
 from .._spool import is_header, parse_header
 from .._stats import CUT_REASONS, ExporterStats
+from ..wire._start import start_session_id
 from ._checkpoint import Tracker
 from ._ingest import IngestResult, close_within
 from ._lines import (

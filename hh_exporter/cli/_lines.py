@@ -15,12 +15,13 @@ from typing import IO, Any, Literal
 import msgspec
 
 from .._encoding import body_overhead
-from .._events import check_uuid, restart_session, session_start_body
+from .._events import check_uuid
 from .._exporter import Exporter
 from .._ids import new_id
 from .._spool import parse_header
 from ..redact import redact_fields, redact_text
 from ..wire._models import SessionProperties
+from ..wire._start import restart_session, session_start_body
 from ..wire._v1 import EVENT_KEYS, event_to_v1, model_to_v1
 
 __all__ = ["first_start", "iter_lines", "prepare", "redact_line", "reject_reason",

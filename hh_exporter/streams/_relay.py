@@ -40,11 +40,11 @@ import msgspec
 
 from .._encoding import GENERIC_ROUTE, V1_ROUTE, V1_SESSION_ROUTE
 from .._errors import ConfigError
-from .._events import start_session_id
 from .._exporter import Exporter
 from .._metrics import families
 from .._prometheus import Family, render
 from .._stats import DropReason
+from ..wire._start import start_session_id
 from ._stream import BATCH_ROUTES, START_ROUTES, envelope_start, session_key, split_batch
 
 __all__ = ["Relay", "RelayStats", "default_consumer"]

@@ -36,8 +36,8 @@ import msgspec
 
 from .._encoding import GENERIC_ROUTE, MODEL_ROUTE, SESSION_ROUTE, V1_ROUTE, V1_SESSION_ROUTE
 from .._errors import ConfigError, ConnectError, RequestTimeoutError, TransportError
-from .._events import start_session_id
 from .._transport import Response
+from ..wire._start import start_session_id
 
 __all__ = ["BATCH_ROUTES", "START_ROUTES", "RedisTransport", "envelope_start", "session_key",
            "split_batch"]
