@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Unpack
+from typing import Any, Protocol, Unpack
 
 import msgspec
 
 from ._encoding import GENERIC_ROUTE, MODEL_ROUTE
-from ._events import EventFields, ModelEventFields
+from ._events import EventFields, ModelEventFields, SessionFields
 from .wire._models import SessionProperties, SessionStartRequest
 
-if TYPE_CHECKING:  # the exporter creates sessions; at run time only it imports this module
-    from ._exporter import Exporter
+__all__ = ["Session", "SessionOwner", "Sink"]
 
-__all__ = ["Session"]
+
+class Sink(Protocol):
+    """What sessions, spans, the wrappers and the span exporter need of an exporter
+    (:class:`~hh_exporter.Exporter` and :class:`~hh_exporter.SyncExporter` both are one), so
+    that they depend on this, not on the exporter's module (which imports them)."""
+
+    def _log(self, route: str, fields: dict[str, Any], session: Session | None) -> str:
+        """Check, encode and buffer one event of ``route`` (the log call's hot path)."""
+        ...
+
+    def session(self, **properties: Unpack[SessionFields]) -> Session:
+        """Start a session and return its handle."""
+        ...
+
+
+class SessionOwner(Sink, Protocol):
+    """A :class:`Sink` that makes :class:`Session` handles (only ``Exporter`` does)."""
+
+    async def send_model_event(self, *, session: Session | None = None,
+                               timeout: float | None = None,
+                               **fields: Unpack[ModelEventFields]) -> str:
+        """Log a model event, waiting for buffer space instead of dropping."""
+        ...
 
 
 class Session:
@@ -26,7 +47,7 @@ class Session:
 
     __slots__ = ("_exporter", "announce", "session_id", "start_body")
 
-    def __init__(self, exporter: Exporter, session_id: str, start_body: bytes,
+    def __init__(self, exporter: SessionOwner, session_id: str, start_body: bytes,
                  announce: bool = False) -> None:
         self._exporter = exporter
         #: True until the first event is logged, when the session is made known to the

@@ -22,19 +22,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
 from ._encoding import GENERIC_ROUTE, MODEL_ROUTE
 from ._ids import new_id
-from ._session import Session
-
-if TYPE_CHECKING:  # the exporters import this module; at run time it needs neither
-    from ._exporter import Exporter
-    from ._sync import SyncExporter
-
-    AnyExporter: TypeAlias = Exporter | SyncExporter
+from ._session import Session, Sink
 
 __all__ = ["ModelCall", "Span", "Trace", "current_span", "jsonable", "make_trace"]
 
@@ -115,7 +109,7 @@ class Span:
                  "error", "event_id", "event_type", "inputs", "metadata", "name",
                  "outputs", "parent_id", "session", "start_time")
 
-    def __init__(self, exporter: AnyExporter | None, session: Session | None, name: str,
+    def __init__(self, exporter: Sink | None, session: Session | None, name: str,
                  event_type: str, parent_id: str | None, parent: Span | None = None) -> None:
         self._exporter = exporter
         self._parent = parent
@@ -188,7 +182,7 @@ class Span:
             self._parent.children_ids.append(self.event_id)
 
 
-def _open(exporter: AnyExporter, name: str, event_type: str,
+def _open(exporter: Sink, name: str, event_type: str,
           session: Session | None) -> Span:
     """A new span under the current one, in the right session; never raises."""
     parent = _current.get()
@@ -216,7 +210,7 @@ class ModelCall:
 
     __slots__ = ("_exporter", "_parent", "_session", "_start_mono", "ended", "start_time")
 
-    def __init__(self, exporter: AnyExporter, session: Session | None) -> None:
+    def __init__(self, exporter: Sink, session: Session | None) -> None:
         self._exporter = exporter
         self._session = session
         parent = _current.get()
@@ -256,7 +250,7 @@ class Trace:
     __slots__ = ("_event_type", "_exporter", "_name", "_session", "capture_inputs",
                  "capture_outputs", "config", "inputs", "metadata")
 
-    def __init__(self, exporter: AnyExporter, name: str | None, event_type: SpanType,
+    def __init__(self, exporter: Sink, name: str | None, event_type: SpanType,
                  session: Session | None, *, inputs: dict[str, Any] | None,
                  metadata: dict[str, Any] | None, config: dict[str, Any] | None,
                  capture_inputs: bool, capture_outputs: bool) -> None:
@@ -489,7 +483,7 @@ def _binder(fn: Callable[..., Any]) -> Binder:
     return bind
 
 
-def make_trace(exporter: AnyExporter, fn: Any, name: str | None, event_type: SpanType,
+def make_trace(exporter: Sink, fn: Any, name: str | None, event_type: SpanType,
                session: Session | None, inputs: dict[str, Any] | None,
                metadata: dict[str, Any] | None, config: dict[str, Any] | None,
                capture_inputs: bool, capture_outputs: bool) -> Any:

@@ -15,8 +15,13 @@ from typing import TYPE_CHECKING, Any
 from .._session import Session
 from .._trace import ModelCall, error_text, jsonable, warn
 
-if TYPE_CHECKING:
-    from .._trace import AnyExporter
+if TYPE_CHECKING:  # instrument()'s documented signature; at run time a Sink is enough
+    from typing import TypeAlias
+
+    from .._exporter import Exporter
+    from .._sync import SyncExporter
+
+    AnyExporter: TypeAlias = Exporter | SyncExporter
 
 __all__ = ["Accumulator", "Adapter", "Recorder", "given", "normalize_usage", "wrap"]
 

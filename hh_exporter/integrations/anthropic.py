@@ -39,7 +39,7 @@ from ._wrap import (
 )
 
 if TYPE_CHECKING:
-    from .._trace import AnyExporter
+    from ._wrap import AnyExporter
 
 __all__ = ["instrument", "uninstrument"]
 

@@ -30,7 +30,7 @@ from .._trace import jsonable
 from ._wrap import Accumulator, Adapter, given, json_list, normalize_usage, unwrap, wrap
 
 if TYPE_CHECKING:
-    from .._trace import AnyExporter
+    from ._wrap import AnyExporter
 
 __all__ = ["instrument", "uninstrument"]
 
