@@ -293,7 +293,14 @@ class Exporter:
         self._worker.add_done_callback(self._worker_done)
         self._drain_inbox()
         if self.config.spool_dir is not None:
-            self._replay = Replay(self, self.config.spool_dir)
+            # Late-bound where the exporter's own may change (its dispatch, its closed state).
+            self._replay = Replay(
+                self.config.spool_dir, buffer=self._buffer, counters=self._counters,
+                progress=self._progress,
+                room=max(1, c.max_in_flight // 2) * c.max_batch_events,
+                project=self._project, v1=self._v1,
+                start_session=lambda sid, body: self._dispatch(None, sid, body),
+                accept=self._accept, spool=self._spool, closed=lambda: self.closed)
             self._replay.start(loop)
 
     async def _run_worker(self, sender: Sender) -> None:

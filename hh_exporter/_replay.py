@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
+from ._buffer import Buffer
 from ._spool import Segment, claim_segments
+from ._stats import Counters
 from .wire._start import restart_session
-
-if TYPE_CHECKING:  # the exporter owns the replay; at run time only it imports this module
-    from ._exporter import Exporter
 
 __all__ = ["Replay"]
 
@@ -24,11 +23,24 @@ log = logging.getLogger("hh_exporter")
 
 
 class Replay:
-    """Strictly private: one exporter's replay of its ``spool_dir``."""
+    """Strictly private: one exporter's replay of its ``spool_dir``.
 
-    def __init__(self, exporter: Exporter, directory: str) -> None:
-        self._exporter = exporter
+    Fed with what it needs of the exporter, as the sender is: its buffer, counters and
+    progress event, ``room`` (events it may have buffered ahead of live traffic), the
+    project and API generation of the start bodies, and callables to start a session,
+    accept an event, spool events back, and ask whether the exporter is closed."""
+
+    def __init__(self, directory: str, *, buffer: Buffer, counters: Counters,
+                 progress: asyncio.Event, room: int, project: str | None, v1: bool,
+                 start_session: Callable[[str, bytes], None],
+                 accept: Callable[[str, str | None, bytes], None],
+                 spool: Callable[[str, list[bytes], bytes | None], bool],
+                 closed: Callable[[], bool]) -> None:
         self._directory = directory
+        self._buffer, self._counters, self._progress = buffer, counters, progress
+        self._room, self._project, self._v1 = room, project, v1
+        self._start_session, self._accept, self._spool = start_session, accept, spool
+        self._closed = closed
         #: Events handed over and not settled yet -> their segment (by object identity).
         self.outstanding: dict[int, Segment] = {}
         self._current: Segment | None = None
@@ -41,11 +53,9 @@ class Replay:
         self._task = loop.create_task(self._run(), name="hh_exporter-replay")
 
     async def _run(self) -> None:
-        hh = self._exporter
         self._claimed = await asyncio.to_thread(claim_segments, self._directory)
-        room = max(1, hh.config.max_in_flight // 2) * hh.config.max_batch_events
-        buf, counters, progress = hh._buffer, hh._counters, hh._progress
-        assert progress is not None
+        room, buf, counters, progress = self._room, self._buffer, self._counters, self._progress
+        accept, closed = self._accept, self._closed
         for seg in self._claimed:
             self._current = seg
             await asyncio.to_thread(seg.read)
@@ -59,20 +69,20 @@ class Replay:
             start_body = header.start_body
             if start_body is not None:
                 # In the generation this exporter speaks: a segment may come from the other.
-                sid, start_body = restart_session(start_body, hh._project, v1=hh._v1)
+                sid, start_body = restart_session(start_body, self._project, v1=self._v1)
                 if sid is not None and start_body is not None:
-                    hh._dispatch(None, sid, start_body)
+                    self._start_session(sid, start_body)
             for i, data in enumerate(seg.events):
                 while buf.events >= room or not buf.fits(len(data)):
                     progress.clear()
                     await progress.wait()
-                if hh.closed:
+                if closed():
                     return  # closing: stop() sends the rest back to the spool
                 seg.next = i + 1
                 seg.outstanding += 1
                 self.outstanding[id(data)] = seg
                 counters.replayed += 1
-                hh._accept(header.route, sid, data)
+                accept(header.route, sid, data)
             seg.fed = True
             self._maybe_delete(seg)
         self._current = None
@@ -96,8 +106,7 @@ class Replay:
         seg = self._current
         if seg is not None and not seg.fed and seg.header is not None:
             rest = seg.events[seg.next:]
-            if rest and not self._exporter._spool(seg.header.route, rest,
-                                                  seg.header.start_body):
+            if rest and not self._spool(seg.header.route, rest, seg.header.start_body):
                 log.error("hh_exporter: %d replayed events could not go back to the spool; "
                           "%s is kept and will be replayed whole", len(rest), seg.path)
                 seg.outstanding = -1  # never delete it
