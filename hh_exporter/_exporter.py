@@ -21,7 +21,7 @@ import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar, Unpack, overload
+from typing import Any, TypeVar, Unpack
 
 from ._breaker import CircuitBreaker
 from ._buffer import Buffer, SessionStart
@@ -62,12 +62,11 @@ from ._stats import (
     DropReason,
     ExporterStats,
 )
-from ._trace import SpanType, Trace, make_trace
+from ._trace import TraceMixin
 from ._transport import AiohttpTransport, Transport
 from .redact import Redactor, resolve
 from .wire._start import envelope_properties
 
-_F = TypeVar("_F", bound=Callable[..., Any])
 _T = TypeVar("_T")
 _Encoder = Callable[[dict[str, Any], str | None, str, str | None], tuple[str, bytes]]
 __all__ = ["Exporter", "in_thread", "start_in_thread", "stop_thread"]
@@ -112,7 +111,7 @@ class _State(enum.Enum):
     FORKED = "forked"  # inherited by a child process: empty, restarts on first use there
 
 
-class Exporter:
+class Exporter(TraceMixin):
     """Ships events to the HoneyHive API from a bounded buffer, in the background.
 
     Use it as an async context manager; it starts on entry and closes (delivering what it
@@ -687,36 +686,6 @@ class Exporter:
     def _count_withheld(self, reason: str, detail: str) -> None:
         self._counters.accepted += 1
         self._drop(reason, 1, detail, None)  # type: ignore[arg-type]
-
-    @overload
-    def trace(self, fn: _F, /) -> _F: ...
-
-    @overload
-    def trace(self, name: str | None = None, /, *, event_type: SpanType = "chain",
-              session: Session | None = None, inputs: dict[str, Any] | None = None,
-              metadata: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
-              capture_inputs: bool = True, capture_outputs: bool = True) -> Trace: ...
-
-    def trace(self, fn: Any = None, /, *, event_type: SpanType = "chain",
-              session: Session | None = None, inputs: dict[str, Any] | None = None,
-              metadata: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
-              capture_inputs: bool = True, capture_outputs: bool = True) -> Any:
-        """Trace a step as a ``chain`` or ``tool`` event, nested under the current one.
-
-        A decorator (``@hh.trace``, ``@hh.trace("name", event_type="tool")``) for sync and
-        async functions and generators, and a context manager (``with hh.trace("step") as
-        span:``, or ``async with``). The event records the call's arguments as ``inputs``,
-        the return value (or the items yielded) as ``outputs["result"]``, the exception as
-        ``error``, the duration, and ``parent_id``/``children_ids``, so traced steps and
-        instrumented model calls inside them form a tree in one session: ``session`` if
-        given, else the enclosing span's, else a new session named after the root step.
-
-        Never awaits, and telemetry never breaks the traced code: a failure to log is a
-        warning on the ``hh_exporter.trace`` logger.
-        """
-        return make_trace(self, fn, None, event_type, session, inputs, metadata, config,
-                          capture_inputs, capture_outputs)
-
     async def send_model_event(
         self, *, session: Session | None = None, timeout: float | None = None,
         **fields: Unpack[ModelEventFields],

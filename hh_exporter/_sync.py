@@ -10,9 +10,8 @@ what it can and never hangs.
 from __future__ import annotations
 
 import atexit
-from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar, Unpack, overload
+from typing import Any, Unpack
 
 from ._encoding import GENERIC_ROUTE, MODEL_ROUTE
 from ._errors import ExporterClosedError
@@ -20,13 +19,12 @@ from ._events import EventFields, ModelEventFields, SessionFields
 from ._exporter import Exporter, in_thread, start_in_thread, stop_thread
 from ._session import Session
 from ._stats import ExporterStats
-from ._trace import SpanType, Trace, make_trace
+from ._trace import TraceMixin
 
-_F = TypeVar("_F", bound=Callable[..., Any])
 __all__ = ["SyncExporter"]
 
 
-class SyncExporter:
+class SyncExporter(TraceMixin):
     """An :class:`Exporter` for code without an event loop.
 
     Takes the same arguments as :class:`Exporter`::
@@ -75,35 +73,6 @@ class SyncExporter:
     def _log(self, route: str, fields: dict[str, Any], session: Session | None) -> str:
         # For our own callers (trace, wrappers, span exporter) that hold a dict of fields.
         return self._exporter._log(route, fields, session)
-
-    @overload
-    def trace(self, fn: _F, /) -> _F: ...
-
-    @overload
-    def trace(self, name: str | None = None, /, *, event_type: SpanType = "chain",
-              session: Session | None = None, inputs: dict[str, Any] | None = None,
-              metadata: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
-              capture_inputs: bool = True, capture_outputs: bool = True) -> Trace: ...
-
-    def trace(self, fn: Any = None, /, *, event_type: SpanType = "chain",
-              session: Session | None = None, inputs: dict[str, Any] | None = None,
-              metadata: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
-              capture_inputs: bool = True, capture_outputs: bool = True) -> Any:
-        """Trace a step as a ``chain`` or ``tool`` event, nested under the current one.
-
-        A decorator (``@hh.trace``, ``@hh.trace("name", event_type="tool")``) for sync and
-        async functions and generators, and a context manager (``with hh.trace("step") as
-        span:``, or ``async with``). The event records the call's arguments as ``inputs``,
-        the return value (or the items yielded) as ``outputs["result"]``, the exception as
-        ``error``, the duration, and ``parent_id``/``children_ids``, so traced steps and
-        instrumented model calls inside them form a tree in one session: ``session`` if
-        given, else the enclosing span's, else a new session named after the root step.
-
-        Never awaits, and telemetry never breaks the traced code: a failure to log is a
-        warning on the ``hh_exporter.trace`` logger.
-        """
-        return make_trace(self, fn, None, event_type, session, inputs, metadata, config,
-                          capture_inputs, capture_outputs)
 
     def stats(self) -> ExporterStats:
         """A consistent snapshot, taken on the exporter's loop."""

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar, Token
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast, overload
 
 import msgspec
 
@@ -30,7 +30,7 @@ from ._encoding import GENERIC_ROUTE, MODEL_ROUTE
 from ._ids import new_id
 from ._session import Session, Sink
 
-__all__ = ["ModelCall", "Span", "Trace", "current_span", "jsonable", "make_trace"]
+__all__ = ["ModelCall", "Span", "Trace", "TraceMixin", "current_span", "jsonable", "make_trace"]
 
 log = logging.getLogger("hh_exporter.trace")
 
@@ -493,3 +493,38 @@ def make_trace(exporter: Sink, fn: Any, name: str | None, event_type: SpanType,
     t = Trace(exporter, name, event_type, session, inputs=inputs, metadata=metadata,
               config=config, capture_inputs=capture_inputs, capture_outputs=capture_outputs)
     return t if fn is None else t(fn)
+
+
+class TraceMixin:
+    """``trace()``, written once for both facades (each is a :class:`Sink`)."""
+
+    __slots__ = ()
+
+    @overload
+    def trace(self, fn: F, /) -> F: ...
+
+    @overload
+    def trace(self, name: str | None = None, /, *, event_type: SpanType = "chain",
+              session: Session | None = None, inputs: dict[str, Any] | None = None,
+              metadata: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+              capture_inputs: bool = True, capture_outputs: bool = True) -> Trace: ...
+
+    def trace(self, fn: Any = None, /, *, event_type: SpanType = "chain",
+              session: Session | None = None, inputs: dict[str, Any] | None = None,
+              metadata: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+              capture_inputs: bool = True, capture_outputs: bool = True) -> Any:
+        """Trace a step as a ``chain`` or ``tool`` event, nested under the current one.
+
+        A decorator (``@hh.trace``, ``@hh.trace("name", event_type="tool")``) for sync and
+        async functions and generators, and a context manager (``with hh.trace("step") as
+        span:``, or ``async with``). The event records the call's arguments as ``inputs``,
+        the return value (or the items yielded) as ``outputs["result"]``, the exception as
+        ``error``, the duration, and ``parent_id``/``children_ids``, so traced steps and
+        instrumented model calls inside them form a tree in one session: ``session`` if
+        given, else the enclosing span's, else a new session named after the root step.
+
+        Never awaits, and telemetry never breaks the traced code: a failure to log is a
+        warning on the ``hh_exporter.trace`` logger.
+        """
+        return make_trace(cast("Sink", self), fn, None, event_type, session, inputs, metadata,
+                          config, capture_inputs, capture_outputs)
