@@ -390,6 +390,37 @@ class Exporter(TraceMixin):
         finally:
             sender.forcing -= 1
 
+    def flush_from_thread(self, timeout: float | None = None) -> bool:
+        """Block another thread until :meth:`flush` returns on the exporter's loop: whether
+        everything pending was settled within ``timeout`` (default ``close_timeout``).
+
+        False without a running loop, if the loop goes away, and on the loop's own thread,
+        where blocking would deadlock (``await flush()`` there instead).
+        """
+        deadline = self.config.close_timeout if timeout is None else timeout
+        ran, result = self._block_on_loop(lambda: self.flush(deadline), deadline)
+        return ran and bool(result)
+
+    def close_from_thread(self, timeout: float | None = None) -> None:
+        """Block another thread until :meth:`aclose` returns on the exporter's loop (within
+        ``timeout``, default ``close_timeout``). Does nothing without a running loop, or on
+        the loop's own thread (``await aclose()`` there instead)."""
+        deadline = self.config.close_timeout if timeout is None else timeout
+        self._block_on_loop(lambda: self.aclose(deadline), deadline)
+
+    def _block_on_loop(self, make: Callable[[], Coroutine[Any, Any, _T]],
+                       timeout: float) -> tuple[bool, _T | None]:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return False, None
+        if threading.get_ident() == self._thread_id:
+            return False, None
+        try:
+            # A second past the deadline: the call honours it, this only guards a stuck loop.
+            return True, asyncio.run_coroutine_threadsafe(make(), loop).result(timeout + 1.0)
+        except Exception:  # noqa: BLE001 - a deadline, or the loop went away
+            return False, None
+
     async def aclose(self, timeout: float | None = None) -> None:
         """Deliver what can be delivered within ``timeout``, then stop. Idempotent.
 

@@ -26,7 +26,6 @@ by default, which a span exporter does not see. Put it on the spans:
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
@@ -191,23 +190,15 @@ class HoneyHiveSpanExporter(SpanExporter):
 
     def _run(self, what: str, timeout: float) -> bool:
         ex = self._exporter
-        if isinstance(ex, SyncExporter):
-            if what == "flush":
+        if what == "flush":
+            if isinstance(ex, SyncExporter):
                 return ex.flush(timeout)
+            return ex.flush_from_thread(timeout)  # its loop runs in another thread
+        if isinstance(ex, SyncExporter):
             ex.close(timeout)
-            return True
-        loop = ex._loop
-        if loop is None or loop.is_closed():
-            return what != "flush"
-        if threading.get_ident() == ex._thread_id:
-            # On the exporter's own loop we cannot block: await hh.flush() there instead.
-            return False
-        coro: Any = ex.flush(timeout) if what == "flush" else ex.aclose(timeout)
-        try:
-            result = asyncio.run_coroutine_threadsafe(coro, loop).result(timeout + 1.0)
-        except Exception:  # noqa: BLE001 - a deadline, or the loop went away
-            return False
-        return bool(result) if what == "flush" else True
+        else:
+            ex.close_from_thread(timeout)
+        return True
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Deliver what was exported, within the deadline (the exporter's ``flush``)."""
