@@ -187,7 +187,9 @@ class Exporter(TraceMixin):
         self._max_event = config.max_batch_bytes - body_overhead()
         self._buffer = _new_buffer(config)
         self._counters = Counters()
-        self._own_transport = transport is None
+        # Ours to close: the one we make, or one made for us (a StreamExporter's stream).
+        self._own_transport = transport is None or getattr(
+            transport, "closed_with_exporter", False) is True
         self._transport: Transport = transport or AiohttpTransport(
             config.api_url, config.api_key, timeout=config.request_timeout,
             max_connections=config.max_in_flight + config.max_starts_in_flight,
@@ -228,8 +230,11 @@ class Exporter(TraceMixin):
         _live.add(self)
 
     def __repr__(self) -> str:
+        # A transport may name its destination itself (a Redis stream: never its URL).
+        label = getattr(self._transport, "label", None)
+        where = label if isinstance(label, str) and label else f"url={self.config.api_url!r}"
         return (
-            f"<Exporter project={self._project!r} url={self.config.api_url!r} "
+            f"<{type(self).__name__} project={self._project!r} {where} "
             f"state={self._state.value} pending={self._buffer.events}>"
         )
 

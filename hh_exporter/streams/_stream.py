@@ -135,6 +135,8 @@ class RedisTransport:
     """
 
     confirms_whole_body = True
+    #: The exporter made it for itself (StreamExporter): the exporter closes it.
+    closed_with_exporter = True
 
     def __init__(self, redis_url: str, stream: str, *, maxlen: int | None = None,
                  session_ttl: float = 86_400.0, timeout: float = 10.0) -> None:
@@ -158,6 +160,12 @@ class RedisTransport:
             redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._add = self._redis.register_script(_ADD)
         self._closed = False
+
+    @property
+    def label(self) -> str:
+        """What the exporter's repr shows of it: the stream, never the URL (it may carry
+        the Redis password)."""
+        return f"stream={self.stream!r}"
 
     def __repr__(self) -> str:  # the URL may carry a password: never shown
         return f"RedisTransport(stream={self.stream!r}, maxlen={self.maxlen!r})"

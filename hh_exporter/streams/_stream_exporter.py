@@ -54,12 +54,7 @@ class StreamExporter(Exporter):
         transport = RedisTransport(url, stream, maxlen=stream_maxlen, session_ttl=session_ttl,
                                    timeout=timeout)
         super().__init__(transport=transport, **kwargs)
-        self._own_transport = True  # closed with the exporter
         self.stream = stream
-
-    def __repr__(self) -> str:  # no URL: it may carry the Redis password
-        return (f"<StreamExporter project={self._project!r} stream={self.stream!r} "
-                f"state={self._state.value} pending={self._buffer.events}>")
 
 
 class SyncStreamExporter(SyncExporter):
