@@ -18,7 +18,14 @@ from hh_exporter import ExporterClosedError
 from hh_exporter.collector import Collector, Faults
 from hh_exporter.testing import MemoryTransport
 
-from .conftest import TOKEN, ThreadedCollector, assert_balanced, fast_exporter, model_fields
+from .conftest import (
+    TOKEN,
+    ThreadedCollector,
+    assert_balanced,
+    fast_exporter,
+    model_fields,
+    stored_ids,
+)
 
 
 def test_threads_logging_through_close_lose_no_returned_id(
@@ -172,3 +179,26 @@ async def test_sessions_from_other_threads_start_before_their_events(
         assert st.delivered == 50 and st.sessions_started == 1
     assert collector.store is not None
     assert sorted(await collector.store.event_ids()) == sorted(ids)
+
+
+async def test_flush_and_close_from_another_thread(collector: Collector) -> None:
+    """flush_from_thread/close_from_thread block a foreign thread until the exporter's loop
+    has flushed/closed; on the loop's own thread (where blocking would deadlock) and
+    without a loop they return at once."""
+    idle = fast_exporter(collector.url)
+    assert idle.flush_from_thread(1.0) is False  # never started: no loop to run on
+    idle.close_from_thread(1.0)  # a no-op, not a hang
+    assert not idle.closed
+    await idle.aclose()
+    async with fast_exporter(collector.url) as hh:
+        s = hh.session(session_name="from-thread")
+        for i in range(50):
+            s.log_model_event(**model_fields(i))
+        assert hh.flush_from_thread(5.0) is False  # this is the loop's thread
+        assert await asyncio.to_thread(hh.flush_from_thread, 5.0) is True
+        st = hh.stats()
+        assert st.delivered == 50 and st.pending == 0, st
+        assert len(await stored_ids(collector, s.session_id)) == 50
+        await asyncio.to_thread(hh.close_from_thread, 5.0)
+        assert hh.closed
+        assert_balanced(hh.stats())
