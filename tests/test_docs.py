@@ -13,6 +13,8 @@ import tomllib
 from pathlib import Path
 
 import hh_exporter
+import hh_exporter.streams
+import hh_exporter.wire
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
@@ -82,6 +84,10 @@ def test_the_api_reference_renders_every_public_name() -> None:
     missing = {n for n in hh_exporter.__all__ if n != "__version__"} - {
         e.removeprefix("hh_exporter.") for e in entries}
     assert not missing
+    # the rooms' public names too, under their room (hh_exporter.streams.Relay)
+    rooms = {f"hh_exporter.{m.__name__.rpartition('.')[2]}.{n}"
+             for m in (hh_exporter.streams, hh_exporter.wire) for n in m.__all__}
+    assert not rooms - entries - {"hh_exporter.wire.SessionProperties"}  # it is top-level
 
 
 def test_the_readme_test_command_installs_the_test_group() -> None:
