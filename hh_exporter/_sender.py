@@ -72,11 +72,14 @@ MAX_SPLITS = 64
 
 
 class _Answer(msgspec.Struct):
-    """What the sender reads of a 2xx answer (``PostEventBatchResponse``)."""
+    """What the sender reads of a 2xx answer (``PostEventBatchResponse``), and the keys by
+    which an answer is the API's (``PostEventBatchResponse``, ``PostEventResponse``,
+    ``PostSessionStartResponse``: each requires one of them)."""
 
     event_ids: list[str] | None = None
     success: bool | None = None
     session_id: str | None = None
+    event_id: str | None = None
 
 
 class _Partial(msgspec.Struct):
@@ -597,19 +600,6 @@ class Sender:
         self._resolve(flight, refused, "rejected", errors, resp.status)
 
 
-class _Shape(msgspec.Struct):
-    """The keys by which an answer is the API's (``PostEventBatchResponse``,
-    ``PostEventResponse``, ``PostSessionStartResponse``: each requires one of them)."""
-
-    event_ids: list[str] | None = None
-    success: bool | None = None
-    session_id: str | None = None
-    event_id: str | None = None
-
-
-_decode_shape = msgspec.json.Decoder(_Shape).decode
-
-
 def _is_json_type(ctype: str) -> bool:
     return ctype in ("application/json", "text/json") or ctype.endswith("+json")
 
@@ -622,7 +612,7 @@ def _not_the_api(resp: Response) -> str | None:
     if ctype is not None and not _is_json_type(ctype):
         return f"Content-Type {ctype or '(none)'} ({len(resp.body)} bytes)"
     try:
-        shape = _decode_shape(resp.body)
+        shape = _decode_answer(resp.body)
     except msgspec.ValidationError as exc:  # JSON, but not shaped as the API answers
         return f"a JSON body not the API's ({str(exc)[:80]})"
     except msgspec.DecodeError:

@@ -15,7 +15,7 @@ import asyncio
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -24,7 +24,7 @@ import msgspec
 from .._errors import BufferFullError
 from .._exporter import Exporter
 from .._spool import is_header
-from ._checkpoint import Tracker
+from ._checkpoint import FileTrack, Tracker
 from ._lines import (
     first_start,
     iter_lines,
@@ -53,6 +53,36 @@ class IngestResult:
     abort_reason: str | None = None
     elapsed: float = 0.0
     stats: Any = None
+
+
+def file_lines(track: Tracker, path: str, res: IngestResult
+               ) -> Iterator[tuple[FileTrack, int, int, int, bytes]]:
+    """``(ft, start, end, n, line)`` of each line of ``path`` still to send, for one and for
+    many workers alike. Lines an earlier run settled beyond its prefix (counted in
+    ``res.skipped``) and blank lines are settled and skipped; the file is marked read only
+    once every line was taken, so a caller that stops early leaves it unfinished."""
+    if path == "-" and track.checkpoint is not None:
+        # stdin is read from the start every time: it is not checkpointed.
+        print("<stdin> cannot resume: it is read from the start and not "
+              "checkpointed", file=sys.stderr)
+    ft, offset, first, note, skip = track.begin(path)
+    if note:
+        print(note, file=sys.stderr)
+    res.skipped += first
+    if skip:
+        return
+    settled_before = ft.settled_before if ft.ahead else None
+    for n, line in iter_lines(path, offset, first + 1):
+        start, offset = offset, offset + len(line)
+        if settled_before is not None and settled_before(n):
+            res.skipped += 1  # settled by an earlier run beyond its prefix: not sent again
+            ft.settled_line(offset, n)
+            continue
+        if line.isspace():  # a blank line (a file's lines are never empty)
+            ft.settled_line(offset, n)
+            continue
+        yield ft, start, offset, n, line
+    track.end_file(ft)
 
 
 async def close_within(exporter: Exporter, timeout: float, stop: asyncio.Event,
@@ -130,28 +160,7 @@ async def run_ingest(
 
     with Progress("ingest", None, enabled=progress) as bar:
         for path in files:
-            if path == "-" and tracker is not None and tracker.checkpoint is not None:
-                print("<stdin> cannot resume: it is read from the start and not "
-                      "checkpointed", file=sys.stderr)
-            # stdin is read from the start every time: it is not checkpointed.
-            ft, offset, first, note, skip = track.begin(path)
-            if note:
-                print(note, file=sys.stderr)
-            res.skipped += first
-            if skip:
-                continue
-            settled_before = ft.settled_before if ft.ahead else None
-            for n, line in iter_lines(path, offset, first + 1):
-                start = offset
-                offset += len(line)
-                if settled_before is not None and settled_before(n):
-                    # Settled by an earlier run beyond its prefix: not sent again.
-                    res.skipped += 1
-                    ft.settled_line(offset, n)
-                    continue
-                if line.isspace():  # a blank line (a file's lines are never empty)
-                    ft.settled_line(offset, n)
-                    continue
+            for ft, start, offset, n, line in file_lines(track, path, res):
                 if is_header(line):  # a spool segment's header: start its session, if any
                     start_spooled_session(line, exporter if send is not None else None,
                                            project, v1)
@@ -190,8 +199,6 @@ async def run_ingest(
                 if res.lines % 2000 == 0:
                     bar.update(res.sent)
                     await asyncio.sleep(0)
-            else:
-                track.end_file(ft)
             if res.interrupted:
                 break
         bar.update(res.sent, "flushing")

@@ -37,10 +37,9 @@ from .._spool import is_header, parse_header
 from .._stats import CUT_REASONS, ExporterStats
 from ..wire._start import start_session_id
 from ._checkpoint import Tracker
-from ._ingest import IngestResult, close_within
+from ._ingest import IngestResult, close_within, file_lines
 from ._lines import (
     first_start,
-    iter_lines,
     prepare,
     redact_line,
     reject_reason,
@@ -521,28 +520,8 @@ def run_parallel_ingest(
     try:
         with Progress("ingest", None, enabled=progress) as bar:
             for path in files:
-                if path == "-" and track.checkpoint is not None:
-                    print("<stdin> cannot resume: it is read from the start and not "
-                          "checkpointed", file=sys.stderr)
-                # stdin is read from the start every time: it is not checkpointed.
-                ft, offset, first, note, skip = track.begin(path)
-                if note:
-                    print(note, file=sys.stderr)
-                res.skipped += first
-                if skip:
-                    continue
-                settled_before = ft.settled_before if ft.ahead else None
                 where = "<stdin>" if path == "-" else path
-                for n, line in iter_lines(path, offset, first + 1):
-                    start = offset
-                    offset += len(line)
-                    if settled_before is not None and settled_before(n):
-                        res.skipped += 1  # settled by an earlier run beyond its prefix
-                        ft.settled_line(offset, n)
-                        continue
-                    if not line.strip():
-                        ft.settled_line(offset, n)
-                        continue
+                for ft, start, offset, n, line in file_lines(track, path, res):
                     header = is_header(line)
                     sid = _header_session(line) if header else _session_of(line)
                     if sid is None:
@@ -580,8 +559,6 @@ def run_parallel_ingest(
                         if halted():
                             res.interrupted = True
                             break
-                else:
-                    track.end_file(ft)
                 if res.interrupted:
                     break
             bar.update(res.lines - res.rejected, "flushing")
