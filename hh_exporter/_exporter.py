@@ -23,6 +23,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, Unpack
 
+import msgspec
+
 from ._breaker import CircuitBreaker
 from ._buffer import Buffer, SessionStart
 from ._config import ExporterConfig
@@ -660,8 +662,6 @@ class Exporter(TraceMixin):
             sid = None
         elif type(session) is Session:
             sid = session.session_id
-            if session.announce:
-                self._announce(session)
         else:
             raise EventError(f"session must be a Session from Exporter.session(), got "
                              f"{describe(session)}")
@@ -678,6 +678,10 @@ class Exporter(TraceMixin):
         except Exception as exc:  # noqa: BLE001 - a hostile value (__getattr__, ...) raised
             raise EventError(f"the event cannot be checked or encoded: {type(exc).__name__}"
                              ) from None
+        # Made known only once its event is good: a session whose events are all refused
+        # (or withheld) registers nothing. Still before the event is handed over.
+        if session is not None and session.announce:
+            self._announce(session)
         return wire, sid, event_id, data
 
     def _redacted(self, fields: dict[str, Any]) -> dict[str, Any]:
@@ -879,9 +883,16 @@ class Exporter(TraceMixin):
     def _add_start(self, sid: str | None, body: bytes) -> None:
         assert sid is not None  # a start always carries its session's id
         if self._batch_sessions:
-            self._buffer.add_envelope(
-                SessionStart(sid, body, envelope_properties(body, v1=self._v1)))
-            return
+            try:
+                props = envelope_properties(body, v1=self._v1)
+            except msgspec.DecodeError:
+                # Not a body a batch can carry (start_session_encoded takes any bytes): it
+                # goes as POST /session/start, whose answer judges it, as in request mode,
+                # instead of raising on the loop mid-inbox.
+                props = None
+            if props is not None:
+                self._buffer.add_envelope(SessionStart(sid, body, props))
+                return
         self._buffer.add_start(SessionStart(sid, body))
         if self._sender is not None:
             self._sender.wake()

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from hh_exporter import Response
+from hh_exporter import EventError, Response
 from hh_exporter.collector import Collector, Faults
 from hh_exporter.testing import MemoryTransport, ok_answer
 
@@ -494,3 +494,43 @@ def test_sync_exporter_in_batch_mode_from_eight_threads(threaded_collector: Any)
     assert stats["envelopes_for_existing_sessions"] == 0
     stored = threaded_collector.run(threaded_collector.collector.store.event_ids())
     assert sorted(stored) == sorted(ids)
+
+
+async def test_a_session_whose_events_are_all_refused_registers_nothing() -> None:
+    """Batch mode: a session is made known with its first *good* event. One whose event is
+    refused at the call (EventError) holds no envelope that would never be cut; its next
+    good event still creates it, in one envelope, against the strict collector."""
+    async with Collector(token=TOKEN, strict=True) as c:
+        async with fast_exporter(c.url, session_start="batch") as hh:
+            s = hh.session(session_name="refused-first")
+            with pytest.raises(EventError):
+                s.log_model_event(model="m", provider="p", messages="not a list")
+            assert not hh._buffer._envelopes  # nothing registered for it
+            eid = s.log_model_event(**model_fields(1))
+            assert await hh.flush(10)
+            assert_balanced(hh.stats())
+        _, stats = await http_json(c.url, "/stats")
+        assert stats["sessions_created_by_envelope"] == 1 and stats["orphan_events"] == 0
+        _, evs = await http_json(c.url, f"/sessions/{s.session_id}/events")
+        assert [e["event_id"] for e in evs["events"]] == [eid]
+
+
+async def test_a_start_body_a_batch_cannot_carry_goes_as_a_start_request() -> None:
+    """Batch mode: ``start_session_encoded`` with bytes that are no start body does not
+    raise on the loop (nor lose what was queued after it); it goes as POST /session/start,
+    whose 400 fails that session alone, counted, while another session is delivered."""
+    async with Collector(token=TOKEN) as c:
+        async with fast_exporter(c.url, session_start="batch", max_attempts=1) as hh:
+            bad = str(uuid.uuid4())
+            lost = hh.start_session_encoded(bad, b"not json").log_model_event(
+                **model_fields(0))
+            good = hh.session(session_name="fine")
+            kept = good.log_model_event(**model_fields(1))
+            assert await hh.flush(10)
+            st = hh.stats()
+            assert_balanced(st)
+            assert st.delivered == 1 and st.dropped["session_failed"] == 1
+        _, stats = await http_json(c.url, "/stats")
+        assert stats["requests"]["/session/start"] == {"400": 1}
+        ids = await c.store.event_ids()  # type: ignore[union-attr]
+        assert kept in ids and lost not in ids
