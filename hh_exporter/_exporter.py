@@ -964,19 +964,14 @@ class Exporter(TraceMixin):
         raise ExporterClosedError(self._refusal())
 
     def _revive(self) -> None:
-        runner = LoopThread("hh_exporter-child")
         try:
-            runner.call(self.start(), 30.0)
+            start_in_thread(self, "hh_exporter-child")
         except Exception as exc:  # noqa: BLE001 - the host must not fail because of telemetry
-            runner.stop()
             self._state = _State.FAILED
             self._accepting = self._inbox_open = False
             self._fail_reason = f"it could not restart after fork(): {exc!r}"
             log.error("hh_exporter: an exporter inherited across fork() could not restart: "
                       "%r", exc)
-            return
-        self._runner = runner
-        _hook_child_exit()
 
     def _refusal(self) -> str:
         if self._state is _State.FORKED:
